@@ -1,0 +1,3 @@
+from kollrefund.cli import main
+
+main()

@@ -1,0 +1,195 @@
+"""The command line: options, confirmations and the one error boundary.
+
+No SQL and no SDK here: each command builds a Context, calls one action, and
+hands the result to ``render``. Heavy modules (stripe, requests) are imported
+inside the commands that need them, so read-only commands start fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import click
+import typer
+
+from kollrefund import render
+from kollrefund.errors import ExitCode, KollrefundError, RefusedError
+
+app = typer.Typer(
+    name="kollrefund",
+    help="Refund and capture Stripe payments exactly once, and keep NetSuite in step.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,  # never a traceback (with locals: secrets) unless --debug
+    add_completion=True,
+    rich_markup_mode=None,
+)
+
+
+class _Globals:
+    config: Path | None = None
+    cache: Path | None = None
+    operator: str | None = None
+    debug: bool = False
+    secrets: list[str] = []  # noqa: RUF012 - scrubbed from every message
+
+
+G = _Globals()
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML config file.", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (stable keys) instead of tables.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would change and change nothing.")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (scripts, cron).")]
+
+
+@app.callback()
+def _main(
+    config: ConfigOpt = None,
+    cache: Annotated[Path | None, typer.Option("--cache", help="The SQLite cache file (cache.path).")] = None,
+    operator: Annotated[str | None, typer.Option("--operator", help="Who is acting, for the audit trail.")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show a traceback on unexpected errors.")] = False,
+) -> None:
+    G.config, G.cache, G.operator, G.debug = config, cache, operator, debug
+
+
+def _context() -> Any:
+    from kollrefund.actions import Context
+    from kollrefund.settings import load_settings, secret_values
+
+    overrides: dict[str, Any] = {}
+    if G.cache is not None:
+        overrides["cache.path"] = G.cache
+    if G.operator is not None:
+        overrides["operator.name"] = G.operator
+    loaded = load_settings(G.config, overrides=overrides)
+    G.secrets = secret_values(loaded.settings)
+    for warning in loaded.warnings:
+        render.warning_line(warning)
+    settings = loaded.settings
+    return Context(cache_path=Path(settings.cache.path), operator=settings.operator_name(), settings=settings)
+
+
+def confirm(question: str, *, yes: bool) -> None:
+    """Ask on a terminal; refuse (exit 4) where nobody can answer and --yes was not given."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise RefusedError("Nothing was done: this needs confirmation and no terminal can answer.",
+                           hint="Run again with --yes.")
+    if not typer.confirm(question, default=False):
+        raise RefusedError("Nothing was done: not confirmed.")
+
+
+# -- read-only commands -------------------------------------------------------------
+
+
+@app.command("status")
+def status_cmd(
+    record_id: Annotated[str, typer.Argument(help="An invoice (INV-9) or payment (PAY-123) id.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """The payment breakdown of an invoice, or one payment with its refunds."""
+    from kollrefund import actions
+
+    view = actions.status(_context(), record_id)
+    if as_json:
+        render.print_json(render.status_json(view))
+    else:
+        render.print_status(view)
+
+
+@app.command("invoices")
+def invoices_cmd(
+    status: Annotated[str | None, typer.Option("--status", help="unpaid, partially_paid or paid.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List invoices from the cache."""
+    from kollrefund import actions
+
+    invoices = actions.list_invoices(_context(), status=status)
+    if as_json:
+        render.print_json({"invoices": [render.invoice_json(i) for i in invoices]})
+    else:
+        render.print_invoices(invoices)
+
+
+@app.command("payments")
+def payments_cmd(
+    status: Annotated[str | None, typer.Option("--status", help="pending, authorized, paid, "
+                                               "partially_refunded, refunded, canceled or failed.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List payments from the cache."""
+    from kollrefund import actions
+
+    views = actions.list_payments(_context(), status=status)
+    if as_json:
+        render.print_json({"payments": [render.payment_json(v.payment, v.sync) for v in views]})
+    else:
+        render.print_payments(views)
+
+
+# -- writing commands ---------------------------------------------------------------
+
+
+@app.command("import")
+def import_cmd(
+    file: Annotated[Path, typer.Argument(help="A CSV or JSON file of invoices or payments.")],
+    kind: Annotated[str | None, typer.Option("--kind", help="invoices or payments (default: from the columns).")] = None,
+    update: Annotated[bool, typer.Option("--update", help="Apply changes to invoices already in the cache.")] = False,
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Load invoices or payments into the cache; one bad row and nothing is written."""
+    from kollrefund import actions
+
+    result = actions.import_file(_context(), file, kind=kind, dry_run=dry_run, update=update)
+    if as_json:
+        render.print_json(render.import_json(result))
+    else:
+        render.print_import(result)
+
+
+# -- the error boundary ---------------------------------------------------------------
+
+
+def _scrub(message: str) -> str:
+    for secret in G.secrets:
+        if secret:
+            message = message.replace(secret, "[secret]")
+    return message
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit status; every failure becomes one line on stderr."""
+    args = sys.argv[1:] if argv is None else argv
+    G.debug = "--debug" in args or bool(os.environ.get("KOLLREFUND_DEBUG"))
+    try:
+        rv = app(args=args, prog_name="kollrefund", standalone_mode=False)
+        return int(rv) if isinstance(rv, int) else 0
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        render.error_line("Interrupted; anything half done is finished by `kollrefund resume`.")
+        return ExitCode.INTERRUPTED
+    except click.ClickException as exc:
+        render.error_line(_scrub(exc.format_message()) + " (see --help)")
+        return ExitCode.USAGE
+    except KollrefundError as exc:
+        render.error_line(_scrub(str(exc)))
+        return int(exc.exit_code)
+    except Exception as exc:
+        if G.debug:
+            traceback.print_exc()
+        render.error_line(_scrub(
+            f"kollrefund hit an unexpected error ({type(exc).__name__}); this is a bug. "
+            "Run again with --debug for the traceback and report it."
+        ))
+        return ExitCode.BUG
+
+
+def main() -> NoReturn:
+    sys.exit(run())

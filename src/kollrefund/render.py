@@ -1,0 +1,211 @@
+"""Everything the operator sees: Rich tables on a terminal, plain aligned text when
+piped or when NO_COLOR is set, and JSON with SPEC's stable keys.
+
+Text that came from a file, Stripe or NetSuite is never read as Rich markup.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from kollrefund.domain import Invoice, Payment, Refund
+from kollrefund.store import SyncState
+from kollrefund.views import ImportResult, InvoiceView, PaymentView, RefundView
+
+_STATUS_STYLE = {
+    "paid": "green", "succeeded": "green", "synced": "green",
+    "partially_paid": "yellow", "partially_refunded": "yellow", "authorized": "cyan",
+    "pending": "yellow", "unpaid": "red", "refunded": "magenta", "failed": "bold red",
+    "canceled": "dim",
+}
+
+
+def plain_output(stream: Any = None) -> bool:
+    stream = stream or sys.stdout
+    return bool(os.environ.get("NO_COLOR")) or not getattr(stream, "isatty", lambda: False)()
+
+
+def console(*, stderr: bool = False) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    if plain_output(stream):
+        return Console(file=stream, no_color=True, highlight=False, emoji=False, width=250,
+                       force_terminal=False, soft_wrap=True)
+    return Console(file=stream, highlight=False, emoji=False, stderr=stderr)
+
+
+def _table(*columns: str, title: str | None = None) -> Table:
+    plain = plain_output()
+    table = Table(title=title, box=None if plain else box.SIMPLE_HEAD, show_edge=not plain,
+                  pad_edge=False, title_justify="left", expand=False, header_style="bold")
+    for col in columns:
+        justify = "right" if col in {"Total", "Balance", "Amount", "Captured", "Refunded"} else "left"
+        table.add_column(col, justify=justify, no_wrap=True)
+    return table
+
+
+def _status(value: str) -> Text:
+    return Text(value, style=_STATUS_STYLE.get(value, ""))
+
+
+def _cell(value: object) -> Text:
+    return Text("" if value is None else str(value))
+
+
+def _sync_cell(sync: SyncState) -> Text:
+    text = Text(sync.netsuite_id or "—")
+    text.append(" ")
+    text.append_text(_status(sync.sync))
+    if sync.error:
+        text.append(f" ({sync.error})", style="red")
+    return text
+
+
+# -- JSON (SPEC keys; amounts as decimal strings) --------------------------------------
+
+
+def sync_json(sync: SyncState) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": sync.netsuite_id, "sync": sync.sync}
+    if sync.error:
+        out["error"] = sync.error
+    return out
+
+
+def invoice_json(inv: Invoice, sync: SyncState | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": inv.id, "customer": inv.customer, "currency": inv.currency, "total": inv.total.format(),
+        "balance": inv.balance.format(), "status": inv.status.value,
+    }
+    out["netsuite"] = sync_json(sync) if sync else {"id": inv.netsuite_id}
+    return out
+
+
+def payment_json(p: Payment, sync: SyncState) -> dict[str, Any]:
+    return {
+        "id": p.id, "invoice_id": p.invoice_id, "status": p.status.value, "amount": p.amount.format(),
+        "captured": p.captured.format(), "refunded": p.refunded.format(), "currency": p.currency,
+        "psp": p.psp, "psp_reference": p.psp_reference, "updated_at": p.updated_at,
+        "netsuite": sync_json(sync),
+    }
+
+
+def refund_json(r: Refund, sync: SyncState) -> dict[str, Any]:
+    return {
+        "id": r.id, "payment_id": r.payment_id, "amount": r.amount.format(), "currency": r.amount.currency,
+        "status": r.status.value, "reason": r.reason, "psp_reference": r.psp_reference,
+        "created_at": r.created_at, "failure_reason": r.failure_reason, "netsuite": sync_json(sync),
+    }
+
+
+def status_json(view: InvoiceView | PaymentView) -> dict[str, Any]:
+    if isinstance(view, InvoiceView):
+        return {
+            "invoice": invoice_json(view.invoice, view.sync),
+            "payments": [payment_json(pv.payment, pv.sync) for pv in view.payments],
+        }
+    return {
+        "payment": payment_json(view.payment, view.sync),
+        "refunds": [refund_json(rv.refund, rv.sync) for rv in view.refunds],
+    }
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+# -- tables ------------------------------------------------------------------------
+
+
+def payments_table(views: Sequence[PaymentView], *, title: str | None = "Payments") -> Table:
+    table = _table("Payment", "Invoice", "PSP", "PSP reference", "Status", "Amount", "Captured",
+                   "Refunded", "Updated (UTC)", "NetSuite", title=title)
+    for pv in views:
+        p = pv.payment
+        table.add_row(_cell(p.id), _cell(p.invoice_id), _cell(p.psp.capitalize()), _cell(p.psp_reference or "—"),
+                      _status(p.status.value), _cell(p.amount.display()), _cell(p.captured.format()),
+                      _cell(p.refunded.format()), _cell(p.updated_at), _sync_cell(pv.sync))
+    return table
+
+
+def refunds_table(views: Sequence[RefundView]) -> Table:
+    table = _table("Refund", "Amount", "Status", "Reason", "Stripe refund", "Created (UTC)", "NetSuite",
+                   title="Refunds")
+    for rv in views:
+        r = rv.refund
+        status = _status(r.status.value)
+        if r.failure_reason:
+            status.append(f" ({r.failure_reason})")
+        table.add_row(_cell(r.id), _cell(r.amount.display()), status, _cell(r.reason or "—"),
+                      _cell(r.psp_reference or "—"), _cell(r.created_at), _sync_cell(rv.sync))
+    return table
+
+
+def invoice_summary(inv: Invoice, sync: SyncState | None) -> Table:
+    table = _table("Invoice", "Customer", "Total", "Balance", "Status", "NetSuite",
+                   title="Payment breakdown")
+    table.add_row(_cell(inv.id), _cell(inv.customer), _cell(inv.total.display()), _cell(inv.balance.display()),
+                  _status(inv.status.value), _sync_cell(sync) if sync else _cell(inv.netsuite_id or "—"))
+    return table
+
+
+def print_status(view: InvoiceView | PaymentView) -> None:
+    out = console()
+    if isinstance(view, InvoiceView):
+        out.print(invoice_summary(view.invoice, view.sync))
+        if view.payments:
+            out.print(payments_table(view.payments, title="Payments applied"))
+        else:
+            out.print(Text("No payments applied."))
+    else:
+        out.print(payments_table([view], title="Payment"))
+        if view.refunds:
+            out.print(refunds_table(view.refunds))
+        else:
+            out.print(Text("No refunds."))
+
+
+def print_invoices(invoices: Iterable[Invoice]) -> None:
+    table = _table("Invoice", "Customer", "Total", "Balance", "Status", "NetSuite", "Due", title="Invoices")
+    n = 0
+    for inv in invoices:
+        n += 1
+        table.add_row(_cell(inv.id), _cell(inv.customer), _cell(inv.total.display()), _cell(inv.balance.format()),
+                      _status(inv.status.value), _cell(inv.netsuite_id or "—"), _cell(inv.due_on or "—"))
+    console().print(table if n else Text("No invoices."))
+
+
+def print_payments(views: Sequence[PaymentView]) -> None:
+    console().print(payments_table(views) if views else Text("No payments."))
+
+
+def import_json(r: ImportResult) -> dict[str, Any]:
+    return {"kind": r.kind, "file": r.file, "added": r.added, "updated": r.updated,
+            "unchanged": r.unchanged, "dry_run": r.dry_run, "changes": r.changes}
+
+
+def print_import(r: ImportResult) -> None:
+    out = console()
+    verb = "Would import" if r.dry_run else "Imported"
+    out.print(Text(f"{verb} {r.added} {r.kind}, updated {r.updated}, {r.unchanged} unchanged, from {r.file}."))
+    for line in r.changes[:20]:
+        out.print(Text(f"  {line}"))
+    if len(r.changes) > 20:
+        out.print(Text(f"  … and {len(r.changes) - 20} more."))
+
+
+def error_line(message: str) -> None:
+    out = console(stderr=True)
+    out.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
+
+
+def warning_line(message: str) -> None:
+    out = console(stderr=True)
+    out.print(Text("warning: ", style="yellow") + Text(message), soft_wrap=True)
