@@ -13,7 +13,6 @@ import traceback
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import click
 import typer
 
 from kollrefund import render
@@ -170,12 +169,15 @@ def run(argv: list[str] | None = None) -> int:
     try:
         rv = app(args=args, prog_name="kollrefund", standalone_mode=False)
         return int(rv) if isinstance(rv, int) else 0
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return int(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         render.error_line("Interrupted; anything half done is finished by `kollrefund resume`.")
         return ExitCode.INTERRUPTED
-    except click.ClickException as exc:
+    except typer.TyperException as exc:  # click's usage errors, as vendored by typer
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            sys.stdout.write(exc.format_message() + "\n")
+            return ExitCode.USAGE
         render.error_line(_scrub(exc.format_message()) + " (see --help)")
         return ExitCode.USAGE
     except KollrefundError as exc:

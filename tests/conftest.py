@@ -1,0 +1,84 @@
+"""Shared fixtures: an isolated environment and an in-process CLI runner."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kollrefund.cli import run
+from kollrefund.store import Store
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A clean working directory, config dir and environment: no KOLLREFUND_* leaks in."""
+    for key in list(os.environ):
+        if key.startswith("KOLLREFUND_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / ".config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / ".local/share"))
+    monkeypatch.setenv("KOLLREFUND_CACHE__PATH", str(tmp_path / "cache.db"))
+    monkeypatch.setenv("KOLLREFUND_OPERATOR__NAME", "tester")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+class Cli:
+    def __init__(self, capsys: pytest.CaptureFixture[str], home: Path) -> None:
+        self.capsys = capsys
+        self.home = home
+
+    def __call__(self, *args: str) -> Result:
+        self.capsys.readouterr()
+        code = run(list(args))
+        captured = self.capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    @property
+    def cache(self) -> Path:
+        return self.home / "cache.db"
+
+    def snapshot(self) -> dict[str, list[tuple[Any, ...]]]:
+        if not self.cache.exists():
+            return {}
+        with Store.open(self.cache, readonly=True) as store:
+            return store.snapshot()
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.home / name
+        path.write_text(text)
+        return path
+
+
+@pytest.fixture
+def cli(home: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Cli]:
+    yield Cli(capsys, home)
+
+
+INVOICES_CSV = """id,customer,currency,total,netsuite_id,customer_netsuite_id
+INV-9,Acme,usd,120.00,104,4
+INV-10,Globex,jpy,1500,105,5
+INV-11,Initech,kwd,10.250,106,6
+"""
+
+PAYMENTS_CSV = """id,invoice_id,amount,currency,psp_reference
+PAY-123,INV-9,120.00,usd,pi_123
+"""
