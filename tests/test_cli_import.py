@@ -19,14 +19,27 @@ def test_seed_step_1_and_2_invoice_paid_with_breakdown(cli: Cli) -> None:
     seed(cli)
     data = cli("status", "INV-9", "--json").json()
     assert data["invoice"] == {
-        "id": "INV-9", "customer": "Acme", "currency": "usd", "total": "120.00", "balance": "0.00",
-        "status": "paid", "netsuite": {"id": "104", "sync": "pending"},
+        "id": "INV-9",
+        "customer": "Acme",
+        "currency": "usd",
+        "total": "120.00",
+        "balance": "0.00",
+        "status": "paid",
+        "netsuite": {"id": "104", "sync": "pending"},
     }
     [p] = data["payments"]
-    assert {k: p[k] for k in ("id", "invoice_id", "status", "amount", "captured", "refunded", "psp",
-                               "psp_reference")} == {
-        "id": "PAY-123", "invoice_id": "INV-9", "status": "paid", "amount": "120.00", "captured": "120.00",
-        "refunded": "0.00", "psp": "stripe", "psp_reference": "pi_123"}
+    assert {
+        k: p[k] for k in ("id", "invoice_id", "status", "amount", "captured", "refunded", "psp", "psp_reference")
+    } == {
+        "id": "PAY-123",
+        "invoice_id": "INV-9",
+        "status": "paid",
+        "amount": "120.00",
+        "captured": "120.00",
+        "refunded": "0.00",
+        "psp": "stripe",
+        "psp_reference": "pi_123",
+    }
     assert p["netsuite"] == {"id": None, "sync": "pending"}
     assert len(p["updated_at"]) == 20 and p["updated_at"].endswith("Z")
     pay = cli("status", "PAY-123", "--json").json()
@@ -107,7 +120,10 @@ BAD_INVOICE_FILES = {
     "over-precise": ("id,customer,currency,total\nINV-1,A,usd,10.001\n", "too many decimals for USD"),
     "yen decimals": ("id,customer,currency,total\nINV-1,A,jpy,12.5\n", "too many decimals for JPY"),
     "unknown currency": ("id,customer,currency,total\nINV-1,A,zzz,1\n", "Unknown currency 'zzz'"),
-    "duplicate id": ("id,customer,currency,total\nINV-1,A,usd,1\nINV-1,B,usd,2\n", "line 3: id INV-1 is already on line 2"),
+    "duplicate id": (
+        "id,customer,currency,total\nINV-1,A,usd,1\nINV-1,B,usd,2\n",
+        "line 3: id INV-1 is already on line 2",
+    ),
     "bad id": ("id,customer,currency,total\nINV 1,A,usd,1\n", "letters, digits"),
     "bad date": ("id,customer,currency,total,due_on\nINV-1,A,usd,1,tomorrow\n", "not a date"),
     "empty": ("", "is empty"),
@@ -166,8 +182,7 @@ def test_bad_payment_files_change_nothing(cli: Cli, case: str) -> None:
 def test_two_payments_in_one_file_cannot_overpay(cli: Cli) -> None:
     seed(cli)
     before = cli.snapshot()
-    text = ("id,invoice_id,amount,currency,psp_reference\n"
-            "PAY-1,INV-10,1000,jpy,pi_a\nPAY-2,INV-10,501,jpy,pi_b\n")
+    text = "id,invoice_id,amount,currency,psp_reference\nPAY-1,INV-10,1000,jpy,pi_a\nPAY-2,INV-10,501,jpy,pi_b\n"
     r = cli("import", str(cli.write("p.csv", text)))
     assert r.code == 2 and "line 3" in r.err and "500 JPY still open" in r.err
     assert cli.snapshot() == before

@@ -50,8 +50,11 @@ def test_over_refund_and_wrong_state_are_refused() -> None:
     p = d.refund(p, usd(12000), at=AT)
     with pytest.raises(DomainError, match="only a paid payment"):
         d.refund(p, usd(1), at=AT)
-    auth = d.authorize(d.new_payment(id="PAY-2", invoice_id="INV-9", amount=usd(500), psp_reference=None, at=AT),
-                       psp_reference="pi_2", at=AT)
+    auth = d.authorize(
+        d.new_payment(id="PAY-2", invoice_id="INV-9", amount=usd(500), psp_reference=None, at=AT),
+        psp_reference="pi_2",
+        at=AT,
+    )
     with pytest.raises(DomainError, match="Capture it first"):
         d.refund(auth, usd(100), at=AT)
     with pytest.raises(DomainError):
@@ -80,8 +83,11 @@ def test_payment_must_fit_invoice() -> None:
         d.check_applicable(inv, [], usd(12001))
     with pytest.raises(DomainError, match="EUR"):
         d.check_applicable(inv, [], Money(100, "eur"))
-    held = d.authorize(d.new_payment(id="PAY-2", invoice_id="INV-9", amount=usd(10000), psp_reference=None,
-                                     at=AT), psp_reference="pi", at=AT)
+    held = d.authorize(
+        d.new_payment(id="PAY-2", invoice_id="INV-9", amount=usd(10000), psp_reference=None, at=AT),
+        psp_reference="pi",
+        at=AT,
+    )
     with pytest.raises(DomainError, match="still open"):
         d.check_applicable(inv, [held], usd(2001))
     d.check_applicable(inv, [held], usd(2000))
@@ -154,7 +160,9 @@ class InvoiceMachine(RuleBasedStateMachine):
             self.refunded_amounts.setdefault(pid, []).append(amount)
         except DomainError:
             assert amount > p.refundable.minor or p.status not in (
-                d.PaymentStatus.PAID, d.PaymentStatus.PARTIALLY_REFUNDED)
+                d.PaymentStatus.PAID,
+                d.PaymentStatus.PARTIALLY_REFUNDED,
+            )
         self._settle()
 
     @precondition(lambda self: any(self.refunded_amounts.values()))
@@ -185,8 +193,13 @@ class InvoiceMachine(RuleBasedStateMachine):
             assert p.refunded.minor == sum(self.refunded_amounts.get(pid, []))
             if p.status in (d.PaymentStatus.PAID, d.PaymentStatus.PARTIALLY_REFUNDED, d.PaymentStatus.REFUNDED):
                 assert p.captured.minor > 0
-                want = (d.PaymentStatus.PAID if p.refunded.minor == 0 else
-                        d.PaymentStatus.REFUNDED if p.refunded == p.captured else d.PaymentStatus.PARTIALLY_REFUNDED)
+                want = (
+                    d.PaymentStatus.PAID
+                    if p.refunded.minor == 0
+                    else d.PaymentStatus.REFUNDED
+                    if p.refunded == p.captured
+                    else d.PaymentStatus.PARTIALLY_REFUNDED
+                )
                 assert p.status is want
 
 

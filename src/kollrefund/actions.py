@@ -21,7 +21,6 @@ from kollrefund.domain import (
     capture,
     check_applicable,
     iso,
-    new_invoice,
     new_payment,
     settle_invoice,
 )
@@ -130,11 +129,13 @@ _INVOICE_FIELDS = ("customer", "total", "netsuite_id", "customer_netsuite_id", "
 
 
 def _invoice_diff(old: Invoice, row: InvoiceRow) -> list[str]:
+    def show(value: object) -> str:
+        return value.display() if isinstance(value, Money) else repr(value)
+
     diffs = []
     for f in _INVOICE_FIELDS:
         before, after = getattr(old, f), getattr(row, f)
         if before != after:
-            show = (lambda v: v.display() if isinstance(v, Money) else repr(v))
             diffs.append(f"{f} {show(before)} → {show(after)}")
     return diffs
 
@@ -156,28 +157,50 @@ def _import_invoices(
         for row in parsed:
             old = existing.get(row.id)
             if old is None:
-                new_rows.append((
-                    row.id, row.customer, row.total.currency, row.total.minor, row.total.minor,
-                    InvoiceStatus.UNPAID.value, row.netsuite_id, row.customer_netsuite_id,
-                    row.stripe_customer, row.issued_on, row.due_on, ts, ts,
-                ))
+                new_rows.append(
+                    (
+                        row.id,
+                        row.customer,
+                        row.total.currency,
+                        row.total.minor,
+                        row.total.minor,
+                        InvoiceStatus.UNPAID.value,
+                        row.netsuite_id,
+                        row.customer_netsuite_id,
+                        row.stripe_customer,
+                        row.issued_on,
+                        row.due_on,
+                        ts,
+                        ts,
+                    )
+                )
                 continue
             diffs = _invoice_diff(old, row)
             if not diffs:
                 unchanged += 1
                 continue
             if not update:
-                errors.add(row.where, f"{row.id} is already in the cache and differs: {'; '.join(diffs)} "
-                           "(run again with --update to apply)")
+                errors.add(
+                    row.where,
+                    f"{row.id} is already in the cache and differs: {'; '.join(diffs)} "
+                    "(run again with --update to apply)",
+                )
                 continue
             if row.total.currency != old.currency:
                 errors.add(row.where, f"{row.id} is in {old.currency.upper()} in the cache; its currency cannot change")
                 continue
             try:
                 after = settle_invoice(
-                    replace(old, customer=row.customer, total=row.total, netsuite_id=row.netsuite_id,
-                            customer_netsuite_id=row.customer_netsuite_id, stripe_customer=row.stripe_customer,
-                            issued_on=row.issued_on, due_on=row.due_on),
+                    replace(
+                        old,
+                        customer=row.customer,
+                        total=row.total,
+                        netsuite_id=row.netsuite_id,
+                        customer_netsuite_id=row.customer_netsuite_id,
+                        stripe_customer=row.stripe_customer,
+                        issued_on=row.issued_on,
+                        due_on=row.due_on,
+                    ),
                     payments_by_invoice.get(row.id, []),
                 )
             except KollrefundError as exc:
@@ -195,22 +218,40 @@ def _import_invoices(
             for row, after in changed:
                 before = existing[row.id]
                 store.save_invoice(after)
-                store.audit(AuditEntry(
-                    action="invoice.update", operator=ctx.operator, subject_id=row.id, invoice_id=row.id,
-                    balance_before=before.balance, balance_after=after.balance,
-                    detail={"file": str(path), "sha256": digest, "changes": _invoice_diff(before, row)},
-                ))
+                store.audit(
+                    AuditEntry(
+                        action="invoice.update",
+                        operator=ctx.operator,
+                        subject_id=row.id,
+                        invoice_id=row.id,
+                        balance_before=before.balance,
+                        balance_after=after.balance,
+                        detail={"file": str(path), "sha256": digest, "changes": _invoice_diff(before, row)},
+                    )
+                )
             if new_rows:
-                store.audit(AuditEntry(
-                    action="import.invoices", operator=ctx.operator,
-                    detail={"file": str(path), "sha256": digest, "added": len(new_rows),
-                            "first_id": new_rows[0][0], "last_id": new_rows[-1][0]},
-                ))
+                store.audit(
+                    AuditEntry(
+                        action="import.invoices",
+                        operator=ctx.operator,
+                        detail={
+                            "file": str(path),
+                            "sha256": digest,
+                            "added": len(new_rows),
+                            "first_id": new_rows[0][0],
+                            "last_id": new_rows[-1][0],
+                        },
+                    )
+                )
         return result
 
 
 def _import_payments(
-    ctx: Context, path: Path, parsed: list[PaymentRow], *, dry_run: bool,
+    ctx: Context,
+    path: Path,
+    parsed: list[PaymentRow],
+    *,
+    dry_run: bool,
     verifier: PaymentVerifier | None,
 ) -> ImportResult:
     with ctx.open_store(readonly=dry_run) as store:
@@ -254,8 +295,9 @@ def _import_payments(
             invoices[inv.id] = after
         errors.raise_if_any()
         changes = [
-            f"{p.id}: {p.status} {p.amount.display()} on {inv.id}, balance {inv.balance.format()} → {after.balance.format()}"
-            for _, p, inv, after in planned
+            f"{p.id}: {p.status} {p.amount.display()} on {before.id}, "
+            f"balance {before.balance.format()} → {after.balance.format()}"
+            for _, p, before, after in planned
         ]
         result = ImportResult("payments", str(path), len(planned), unchanged, 0, dry_run, changes)
         if dry_run or not planned:
@@ -264,29 +306,46 @@ def _import_payments(
         with store.transaction():
             for row, payment, before, after in planned:
                 synced = row.netsuite_id is not None
-                store.insert_payment(payment, ns_sync="synced" if synced else "pending",
-                                     capture_before=facts[row.id].capture_before if row.id in facts else None)
+                store.insert_payment(
+                    payment,
+                    ns_sync="synced" if synced else "pending",
+                    capture_before=facts[row.id].capture_before if row.id in facts else None,
+                )
                 store.save_invoice(after)
                 if not synced and payment.captured.minor > 0:
                     store.enqueue("payment", payment.id)
-                store.audit(AuditEntry(
-                    action="import.payment", operator=ctx.operator, subject_id=payment.id,
-                    invoice_id=before.id, payment_id=payment.id, amount=payment.captured,
-                    balance_before=before.balance, balance_after=after.balance,
-                    stripe_ref=payment.psp_reference if payment.psp == "stripe" else None,
-                    netsuite_ref=row.netsuite_id,
-                    detail={"file": str(path), "sha256": digest, "status": payment.status.value},
-                ))
+                store.audit(
+                    AuditEntry(
+                        action="import.payment",
+                        operator=ctx.operator,
+                        subject_id=payment.id,
+                        invoice_id=before.id,
+                        payment_id=payment.id,
+                        amount=payment.captured,
+                        balance_before=before.balance,
+                        balance_after=after.balance,
+                        stripe_ref=payment.psp_reference if payment.psp == "stripe" else None,
+                        netsuite_ref=row.netsuite_id,
+                        detail={"file": str(path), "sha256": digest, "status": payment.status.value},
+                    )
+                )
         return result
 
 
 def _imported_payment(row: PaymentRow, fact: VerifiedPayment | None, at: Any) -> Payment:
-    base = new_payment(id=row.id, invoice_id=row.invoice_id, amount=row.amount,
-                       psp_reference=row.psp_reference, at=at, psp=row.psp)
+    base = new_payment(
+        id=row.id, invoice_id=row.invoice_id, amount=row.amount, psp_reference=row.psp_reference, at=at, psp=row.psp
+    )
     base = replace(base, netsuite_id=row.netsuite_id)
     if fact is not None:
-        return replace(base, status=fact.status, amount=fact.amount, captured=fact.captured,
-                       refunded=fact.refunded, updated_at=fact.updated_at)
+        return replace(
+            base,
+            status=fact.status,
+            amount=fact.amount,
+            captured=fact.captured,
+            refunded=fact.refunded,
+            updated_at=fact.updated_at,
+        )
     if row.status == "authorized":
         return replace(base, status=PaymentStatus.AUTHORIZED)
     return capture(base, at=at)

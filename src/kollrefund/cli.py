@@ -76,8 +76,9 @@ def confirm(question: str, *, yes: bool) -> None:
     if yes:
         return
     if not sys.stdin.isatty():
-        raise RefusedError("Nothing was done: this needs confirmation and no terminal can answer.",
-                           hint="Run again with --yes.")
+        raise RefusedError(
+            "Nothing was done: this needs confirmation and no terminal can answer.", hint="Run again with --yes."
+        )
     if not typer.confirm(question, default=False):
         raise RefusedError("Nothing was done: not confirmed.")
 
@@ -117,8 +118,10 @@ def invoices_cmd(
 
 @app.command("payments")
 def payments_cmd(
-    status: Annotated[str | None, typer.Option("--status", help="pending, authorized, paid, "
-                                               "partially_refunded, refunded, canceled or failed.")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option("--status", help="pending, authorized, paid, partially_refunded, refunded, canceled or failed."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List payments from the cache."""
@@ -137,7 +140,9 @@ def payments_cmd(
 @app.command("import")
 def import_cmd(
     file: Annotated[Path, typer.Argument(help="A CSV or JSON file of invoices or payments.")],
-    kind: Annotated[str | None, typer.Option("--kind", help="invoices or payments (default: from the columns).")] = None,
+    kind: Annotated[
+        str | None, typer.Option("--kind", help="invoices or payments (default: from the columns).")
+    ] = None,
     update: Annotated[bool, typer.Option("--update", help="Apply changes to invoices already in the cache.")] = False,
     dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
@@ -186,10 +191,12 @@ def run(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if G.debug:
             traceback.print_exc()
-        render.error_line(_scrub(
-            f"kollrefund hit an unexpected error ({type(exc).__name__}); this is a bug. "
-            "Run again with --debug for the traceback and report it."
-        ))
+        render.error_line(
+            _scrub(
+                f"kollrefund hit an unexpected error ({type(exc).__name__}); this is a bug. "
+                "Run again with --debug for the traceback and report it."
+            )
+        )
         return ExitCode.BUG
 
 

@@ -210,8 +210,15 @@ def new_payment(
         raise DomainError(f"Payment {id} amount must be more than zero.")
     zero = Money.zero(amount.currency)
     return Payment(
-        id=id, invoice_id=invoice_id, amount=amount, captured=zero, refunded=zero,
-        status=PaymentStatus.PENDING, psp_reference=psp_reference, updated_at=iso(at), psp=psp,
+        id=id,
+        invoice_id=invoice_id,
+        amount=amount,
+        captured=zero,
+        refunded=zero,
+        status=PaymentStatus.PENDING,
+        psp_reference=psp_reference,
+        updated_at=iso(at),
+        psp=psp,
     )
 
 
@@ -245,7 +252,10 @@ def capture(p: Payment, amount: Money | None = None, *, at: datetime, psp_refere
             f"{amount.display()} is more than the {(p.amount - p.captured).display()} authorized on {p.id}."
         )
     return replace(
-        p, captured=p.captured + amount, status=PaymentStatus.PAID, updated_at=iso(at),
+        p,
+        captured=p.captured + amount,
+        status=PaymentStatus.PAID,
+        updated_at=iso(at),
         psp_reference=psp_reference or p.psp_reference,
     )
 
@@ -265,9 +275,7 @@ def check_refundable(p: Payment, amount: Money) -> None:
     if amount.minor <= 0:
         raise DomainError(f"The refund amount for {p.id} must be more than zero.")
     if amount > p.refundable:
-        raise DomainError(
-            f"{amount.display()} is more than the {p.refundable.display()} still refundable on {p.id}."
-        )
+        raise DomainError(f"{amount.display()} is more than the {p.refundable.display()} still refundable on {p.id}.")
 
 
 def refund(p: Payment, amount: Money, *, at: datetime) -> Payment:
@@ -284,19 +292,24 @@ def refund(p: Payment, amount: Money, *, at: datetime) -> Payment:
 def reverse_refund(p: Payment, amount: Money, *, at: datetime) -> Payment:
     """A refund that failed or was canceled gives ``amount`` back to the payment."""
     if amount > p.refunded or amount.minor <= 0:
-        raise DomainError(f"Payment {p.id} has only {p.refunded.display()} refunded; cannot reverse {amount.display()}.")
+        raise DomainError(
+            f"Payment {p.id} has only {p.refunded.display()} refunded; cannot reverse {amount.display()}."
+        )
     after = replace(p, refunded=p.refunded - amount, updated_at=iso(at))
     return replace(after, status=_payment_status_after_refunds(after))
 
 
-def new_refund(
-    *, id: str, payment: Payment, amount: Money, reason: str | None, at: datetime
-) -> Refund:
+def new_refund(*, id: str, payment: Payment, amount: Money, reason: str | None, at: datetime) -> Refund:
     """A refund intent, checked against the payment, before Stripe hears of it."""
     check_refundable(payment, amount)
     if reason is not None and reason not in REFUND_REASONS:
         raise DomainError(f"Unknown refund reason {reason!r}; use one of {', '.join(REFUND_REASONS)}.")
     return Refund(
-        id=id, payment_id=payment.id, amount=amount, status=RefundStatus.PENDING, reason=reason,
-        psp_reference=None, created_at=iso(at),
+        id=id,
+        payment_id=payment.id,
+        amount=amount,
+        status=RefundStatus.PENDING,
+        reason=reason,
+        psp_reference=None,
+        created_at=iso(at),
     )

@@ -16,10 +16,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
-T = TypeVar("T")
-
 from kollrefund.errors import KollrefundError, UsageError
 from kollrefund.money import Money, normalize_currency
+
+T = TypeVar("T")
 
 INVOICE_REQUIRED = ("id", "customer", "currency", "total")
 INVOICE_OPTIONAL = ("netsuite_id", "customer_netsuite_id", "stripe_customer", "issued_on", "due_on")
@@ -83,7 +83,9 @@ def _read_json(path: Path, text: str) -> tuple[list[str], list[tuple[str, dict[s
     try:
         data = json.loads(text, parse_float=Decimal)
     except json.JSONDecodeError as exc:
-        raise UsageError(f"{path.name} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.") from None
+        raise UsageError(
+            f"{path.name} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}."
+        ) from None
     if not isinstance(data, list):
         raise UsageError(f"{path.name} must hold a JSON list of objects.")
     if not data:
@@ -224,14 +226,19 @@ def parse_invoices(path: Path, rows: list[tuple[str, dict[str, Any]]]) -> list[I
             cur = currencies.get(raw_cur)
             if cur is None:
                 cur = currencies[raw_cur] = normalize_currency(raw_cur)
-            out.append(InvoiceRow(
-                where=where, id=inv_id, customer=customer, total=_amount(row, "total", cur),
-                netsuite_id=_text(row, "netsuite_id"),
-                customer_netsuite_id=_text(row, "customer_netsuite_id"),
-                stripe_customer=_text(row, "stripe_customer"),
-                issued_on=_check_date(_text(row, "issued_on"), "issued_on"),
-                due_on=_check_date(_text(row, "due_on"), "due_on"),
-            ))
+            out.append(
+                InvoiceRow(
+                    where=where,
+                    id=inv_id,
+                    customer=customer,
+                    total=_amount(row, "total", cur),
+                    netsuite_id=_text(row, "netsuite_id"),
+                    customer_netsuite_id=_text(row, "customer_netsuite_id"),
+                    stripe_customer=_text(row, "stripe_customer"),
+                    issued_on=_check_date(_text(row, "issued_on"), "issued_on"),
+                    due_on=_check_date(_text(row, "due_on"), "due_on"),
+                )
+            )
         except KollrefundError as exc:
             errors.add(where, _reason(exc))
     errors.raise_if_any()
@@ -260,11 +267,18 @@ def parse_payments(path: Path, rows: list[tuple[str, dict[str, Any]]]) -> list[P
             status = (_text(row, "status") or "paid").lower()
             if status not in PAYMENT_IMPORT_STATUSES:
                 raise UsageError(f"status {status!r} is not one of {', '.join(PAYMENT_IMPORT_STATUSES)}")
-            out.append(PaymentRow(
-                where=where, id=pay_id, invoice_id=invoice_id, amount=_amount(row, "amount", cur),
-                psp_reference=ref, psp=(_text(row, "psp") or "stripe").lower(),
-                netsuite_id=_text(row, "netsuite_id"), status=status,
-            ))
+            out.append(
+                PaymentRow(
+                    where=where,
+                    id=pay_id,
+                    invoice_id=invoice_id,
+                    amount=_amount(row, "amount", cur),
+                    psp_reference=ref,
+                    psp=(_text(row, "psp") or "stripe").lower(),
+                    netsuite_id=_text(row, "netsuite_id"),
+                    status=status,
+                )
+            )
         except KollrefundError as exc:
             errors.add(where, _reason(exc))
     errors.raise_if_any()

@@ -22,9 +22,16 @@ from kollrefund.store import SyncState
 from kollrefund.views import ImportResult, InvoiceView, PaymentView, RefundView
 
 _STATUS_STYLE = {
-    "paid": "green", "succeeded": "green", "synced": "green",
-    "partially_paid": "yellow", "partially_refunded": "yellow", "authorized": "cyan",
-    "pending": "yellow", "unpaid": "red", "refunded": "magenta", "failed": "bold red",
+    "paid": "green",
+    "succeeded": "green",
+    "synced": "green",
+    "partially_paid": "yellow",
+    "partially_refunded": "yellow",
+    "authorized": "cyan",
+    "pending": "yellow",
+    "unpaid": "red",
+    "refunded": "magenta",
+    "failed": "bold red",
     "canceled": "dim",
 }
 
@@ -37,18 +44,26 @@ def plain_output(stream: Any = None) -> bool:
 def console(*, stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     if plain_output(stream):
-        return Console(file=stream, no_color=True, highlight=False, emoji=False, width=250,
-                       force_terminal=False, soft_wrap=True)
+        return Console(
+            file=stream, no_color=True, highlight=False, emoji=False, width=250, force_terminal=False, soft_wrap=True
+        )
     return Console(file=stream, highlight=False, emoji=False, stderr=stderr)
 
 
 def _table(*columns: str, title: str | None = None) -> Table:
     plain = plain_output()
-    table = Table(title=title, box=None if plain else box.SIMPLE_HEAD, show_edge=not plain,
-                  pad_edge=False, title_justify="left", expand=False, header_style="bold")
+    table = Table(
+        title=title,
+        box=None if plain else box.SIMPLE_HEAD,
+        show_edge=not plain,
+        pad_edge=False,
+        title_justify="left",
+        expand=False,
+        header_style="bold",
+    )
     for col in columns:
-        justify = "right" if col in {"Total", "Balance", "Amount", "Captured", "Refunded"} else "left"
-        table.add_column(col, justify=justify, no_wrap=True)
+        numeric = col in {"Total", "Balance", "Amount", "Captured", "Refunded"}
+        table.add_column(col, justify="right" if numeric else "left", no_wrap=True)
     return table
 
 
@@ -81,8 +96,12 @@ def sync_json(sync: SyncState) -> dict[str, Any]:
 
 def invoice_json(inv: Invoice, sync: SyncState | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "id": inv.id, "customer": inv.customer, "currency": inv.currency, "total": inv.total.format(),
-        "balance": inv.balance.format(), "status": inv.status.value,
+        "id": inv.id,
+        "customer": inv.customer,
+        "currency": inv.currency,
+        "total": inv.total.format(),
+        "balance": inv.balance.format(),
+        "status": inv.status.value,
     }
     out["netsuite"] = sync_json(sync) if sync else {"id": inv.netsuite_id}
     return out
@@ -90,18 +109,32 @@ def invoice_json(inv: Invoice, sync: SyncState | None = None) -> dict[str, Any]:
 
 def payment_json(p: Payment, sync: SyncState) -> dict[str, Any]:
     return {
-        "id": p.id, "invoice_id": p.invoice_id, "status": p.status.value, "amount": p.amount.format(),
-        "captured": p.captured.format(), "refunded": p.refunded.format(), "currency": p.currency,
-        "psp": p.psp, "psp_reference": p.psp_reference, "updated_at": p.updated_at,
+        "id": p.id,
+        "invoice_id": p.invoice_id,
+        "status": p.status.value,
+        "amount": p.amount.format(),
+        "captured": p.captured.format(),
+        "refunded": p.refunded.format(),
+        "currency": p.currency,
+        "psp": p.psp,
+        "psp_reference": p.psp_reference,
+        "updated_at": p.updated_at,
         "netsuite": sync_json(sync),
     }
 
 
 def refund_json(r: Refund, sync: SyncState) -> dict[str, Any]:
     return {
-        "id": r.id, "payment_id": r.payment_id, "amount": r.amount.format(), "currency": r.amount.currency,
-        "status": r.status.value, "reason": r.reason, "psp_reference": r.psp_reference,
-        "created_at": r.created_at, "failure_reason": r.failure_reason, "netsuite": sync_json(sync),
+        "id": r.id,
+        "payment_id": r.payment_id,
+        "amount": r.amount.format(),
+        "currency": r.amount.currency,
+        "status": r.status.value,
+        "reason": r.reason,
+        "psp_reference": r.psp_reference,
+        "created_at": r.created_at,
+        "failure_reason": r.failure_reason,
+        "netsuite": sync_json(sync),
     }
 
 
@@ -125,34 +158,67 @@ def print_json(data: Any) -> None:
 
 
 def payments_table(views: Sequence[PaymentView], *, title: str | None = "Payments") -> Table:
-    table = _table("Payment", "Invoice", "PSP", "PSP reference", "Status", "Amount", "Captured",
-                   "Refunded", "Updated (UTC)", "NetSuite", title=title)
+    table = _table(
+        "Payment",
+        "Invoice",
+        "PSP",
+        "PSP reference",
+        "Status",
+        "Amount",
+        "Captured",
+        "Refunded",
+        "Updated (UTC)",
+        "NetSuite",
+        title=title,
+    )
     for pv in views:
         p = pv.payment
-        table.add_row(_cell(p.id), _cell(p.invoice_id), _cell(p.psp.capitalize()), _cell(p.psp_reference or "—"),
-                      _status(p.status.value), _cell(p.amount.display()), _cell(p.captured.format()),
-                      _cell(p.refunded.format()), _cell(p.updated_at), _sync_cell(pv.sync))
+        table.add_row(
+            _cell(p.id),
+            _cell(p.invoice_id),
+            _cell(p.psp.capitalize()),
+            _cell(p.psp_reference or "—"),
+            _status(p.status.value),
+            _cell(p.amount.display()),
+            _cell(p.captured.format()),
+            _cell(p.refunded.format()),
+            _cell(p.updated_at),
+            _sync_cell(pv.sync),
+        )
     return table
 
 
 def refunds_table(views: Sequence[RefundView]) -> Table:
-    table = _table("Refund", "Amount", "Status", "Reason", "Stripe refund", "Created (UTC)", "NetSuite",
-                   title="Refunds")
+    table = _table(
+        "Refund", "Amount", "Status", "Reason", "Stripe refund", "Created (UTC)", "NetSuite", title="Refunds"
+    )
     for rv in views:
         r = rv.refund
         status = _status(r.status.value)
         if r.failure_reason:
             status.append(f" ({r.failure_reason})")
-        table.add_row(_cell(r.id), _cell(r.amount.display()), status, _cell(r.reason or "—"),
-                      _cell(r.psp_reference or "—"), _cell(r.created_at), _sync_cell(rv.sync))
+        table.add_row(
+            _cell(r.id),
+            _cell(r.amount.display()),
+            status,
+            _cell(r.reason or "—"),
+            _cell(r.psp_reference or "—"),
+            _cell(r.created_at),
+            _sync_cell(rv.sync),
+        )
     return table
 
 
 def invoice_summary(inv: Invoice, sync: SyncState | None) -> Table:
-    table = _table("Invoice", "Customer", "Total", "Balance", "Status", "NetSuite",
-                   title="Payment breakdown")
-    table.add_row(_cell(inv.id), _cell(inv.customer), _cell(inv.total.display()), _cell(inv.balance.display()),
-                  _status(inv.status.value), _sync_cell(sync) if sync else _cell(inv.netsuite_id or "—"))
+    table = _table("Invoice", "Customer", "Total", "Balance", "Status", "NetSuite", title="Payment breakdown")
+    table.add_row(
+        _cell(inv.id),
+        _cell(inv.customer),
+        _cell(inv.total.display()),
+        _cell(inv.balance.display()),
+        _status(inv.status.value),
+        _sync_cell(sync) if sync else _cell(inv.netsuite_id or "—"),
+    )
     return table
 
 
@@ -177,8 +243,15 @@ def print_invoices(invoices: Iterable[Invoice]) -> None:
     n = 0
     for inv in invoices:
         n += 1
-        table.add_row(_cell(inv.id), _cell(inv.customer), _cell(inv.total.display()), _cell(inv.balance.format()),
-                      _status(inv.status.value), _cell(inv.netsuite_id or "—"), _cell(inv.due_on or "—"))
+        table.add_row(
+            _cell(inv.id),
+            _cell(inv.customer),
+            _cell(inv.total.display()),
+            _cell(inv.balance.format()),
+            _status(inv.status.value),
+            _cell(inv.netsuite_id or "—"),
+            _cell(inv.due_on or "—"),
+        )
     console().print(table if n else Text("No invoices."))
 
 
@@ -187,8 +260,15 @@ def print_payments(views: Sequence[PaymentView]) -> None:
 
 
 def import_json(r: ImportResult) -> dict[str, Any]:
-    return {"kind": r.kind, "file": r.file, "added": r.added, "updated": r.updated,
-            "unchanged": r.unchanged, "dry_run": r.dry_run, "changes": r.changes}
+    return {
+        "kind": r.kind,
+        "file": r.file,
+        "added": r.added,
+        "updated": r.updated,
+        "unchanged": r.unchanged,
+        "dry_run": r.dry_run,
+        "changes": r.changes,
+    }
 
 
 def print_import(r: ImportResult) -> None:

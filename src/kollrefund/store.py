@@ -109,10 +109,7 @@ class Store:
                 return store
             if not readonly:
                 path.parent.mkdir(parents=True, exist_ok=True)
-            if readonly:
-                conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-            else:
-                conn = sqlite3.connect(str(path))
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True) if readonly else sqlite3.connect(str(path))
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             db = Database(conn, execute_plugins=False)
             store = cls(db, path)
@@ -191,23 +188,26 @@ class Store:
     def _invoice(row: Sequence[Any]) -> Invoice:
         cur = row[2]
         return Invoice(
-            id=row[0], customer=row[1], total=Money(row[3], cur), balance=Money(row[4], cur),
-            status=InvoiceStatus(row[5]), netsuite_id=row[6], customer_netsuite_id=row[7],
-            stripe_customer=row[8], issued_on=row[9], due_on=row[10],
+            id=row[0],
+            customer=row[1],
+            total=Money(row[3], cur),
+            balance=Money(row[4], cur),
+            status=InvoiceStatus(row[5]),
+            netsuite_id=row[6],
+            customer_netsuite_id=row[7],
+            stripe_customer=row[8],
+            issued_on=row[9],
+            due_on=row[10],
         )
 
     def get_invoice(self, invoice_id: str) -> Invoice:
-        row = self.conn.execute(
-            f"SELECT {self._INVOICE_COLS} FROM invoices WHERE id = ?", (invoice_id,)
-        ).fetchone()
+        row = self.conn.execute(f"SELECT {self._INVOICE_COLS} FROM invoices WHERE id = ?", (invoice_id,)).fetchone()
         if row is None:
             raise NotFound(f"No invoice {invoice_id} in the cache.", hint="List them with `kollrefund invoices`.")
         return self._invoice(row)
 
     def find_invoice(self, invoice_id: str) -> Invoice | None:
-        row = self.conn.execute(
-            f"SELECT {self._INVOICE_COLS} FROM invoices WHERE id = ?", (invoice_id,)
-        ).fetchone()
+        row = self.conn.execute(f"SELECT {self._INVOICE_COLS} FROM invoices WHERE id = ?", (invoice_id,)).fetchone()
         return None if row is None else self._invoice(row)
 
     def invoices_by_id(self, ids: Iterable[str]) -> dict[str, Invoice]:
@@ -216,9 +216,7 @@ class Store:
         for start in range(0, len(id_list), 500):
             chunk = id_list[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for row in self.conn.execute(
-                f"SELECT {self._INVOICE_COLS} FROM invoices WHERE id IN ({marks})", chunk
-            ):
+            for row in self.conn.execute(f"SELECT {self._INVOICE_COLS} FROM invoices WHERE id IN ({marks})", chunk):
                 inv = self._invoice(row)
                 out[inv.id] = inv
         return out
@@ -238,8 +236,7 @@ class Store:
     def insert_invoices(self, rows: Iterable[tuple[Any, ...]]) -> int:
         """Bulk insert of already-validated invoice tuples in ``_INVOICE_COLS`` order + times."""
         cur = self.conn.executemany(
-            f"INSERT INTO invoices ({self._INVOICE_COLS}, created_at, updated_at) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO invoices ({self._INVOICE_COLS}, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             rows,
         )
         return cur.rowcount
@@ -250,9 +247,20 @@ class Store:
             "UPDATE invoices SET customer=?, currency=?, total_minor=?, balance_minor=?, status=?, "
             "netsuite_id=?, customer_netsuite_id=?, stripe_customer=?, issued_on=?, due_on=?, "
             "updated_at=? WHERE id=?",
-            (inv.customer, inv.currency, inv.total.minor, inv.balance.minor, inv.status.value,
-             inv.netsuite_id, inv.customer_netsuite_id, inv.stripe_customer, inv.issued_on,
-             inv.due_on, ts, inv.id),
+            (
+                inv.customer,
+                inv.currency,
+                inv.total.minor,
+                inv.balance.minor,
+                inv.status.value,
+                inv.netsuite_id,
+                inv.customer_netsuite_id,
+                inv.stripe_customer,
+                inv.issued_on,
+                inv.due_on,
+                ts,
+                inv.id,
+            ),
         )
 
     def invoice_sync(self, inv: Invoice) -> SyncState:
@@ -281,15 +289,20 @@ class Store:
     def _payment(row: Sequence[Any]) -> Payment:
         cur = row[2]
         return Payment(
-            id=row[0], invoice_id=row[1], amount=Money(row[3], cur), captured=Money(row[4], cur),
-            refunded=Money(row[5], cur), status=PaymentStatus(row[6]), psp=row[7],
-            psp_reference=row[8], updated_at=row[9], netsuite_id=row[10],
+            id=row[0],
+            invoice_id=row[1],
+            amount=Money(row[3], cur),
+            captured=Money(row[4], cur),
+            refunded=Money(row[5], cur),
+            status=PaymentStatus(row[6]),
+            psp=row[7],
+            psp_reference=row[8],
+            updated_at=row[9],
+            netsuite_id=row[10],
         )
 
     def get_payment(self, payment_id: str) -> Payment:
-        row = self.conn.execute(
-            f"SELECT {self._PAYMENT_COLS} FROM payments WHERE id = ?", (payment_id,)
-        ).fetchone()
+        row = self.conn.execute(f"SELECT {self._PAYMENT_COLS} FROM payments WHERE id = ?", (payment_id,)).fetchone()
         if row is None:
             raise NotFound(f"No payment {payment_id} in the cache.", hint="List them with `kollrefund payments`.")
         return self._payment(row)
@@ -349,17 +362,39 @@ class Store:
         self.conn.execute(
             f"INSERT INTO payments ({self._PAYMENT_COLS}, capture_before, created_at) "
             "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (p.id, p.invoice_id, p.currency, p.amount.minor, p.captured.minor, p.refunded.minor,
-             p.status.value, p.psp, p.psp_reference, p.updated_at, p.netsuite_id, ns_sync, None,
-             capture_before, ts),
+            (
+                p.id,
+                p.invoice_id,
+                p.currency,
+                p.amount.minor,
+                p.captured.minor,
+                p.refunded.minor,
+                p.status.value,
+                p.psp,
+                p.psp_reference,
+                p.updated_at,
+                p.netsuite_id,
+                ns_sync,
+                None,
+                capture_before,
+                ts,
+            ),
         )
 
     def save_payment(self, p: Payment) -> None:
         self.conn.execute(
             "UPDATE payments SET amount_minor=?, captured_minor=?, refunded_minor=?, status=?, "
             "psp_reference=?, updated_at=?, netsuite_id=? WHERE id=?",
-            (p.amount.minor, p.captured.minor, p.refunded.minor, p.status.value, p.psp_reference,
-             p.updated_at, p.netsuite_id, p.id),
+            (
+                p.amount.minor,
+                p.captured.minor,
+                p.refunded.minor,
+                p.status.value,
+                p.psp_reference,
+                p.updated_at,
+                p.netsuite_id,
+                p.id,
+            ),
         )
 
     def payment_sync(self, payment_id: str) -> SyncState:
@@ -390,15 +425,19 @@ class Store:
     @staticmethod
     def _refund(row: Sequence[Any]) -> Refund:
         return Refund(
-            id=row[0], payment_id=row[1], amount=Money(row[3], row[2]), status=RefundStatus(row[4]),
-            reason=row[5], psp_reference=row[6], created_at=row[7], failure_reason=row[8],
+            id=row[0],
+            payment_id=row[1],
+            amount=Money(row[3], row[2]),
+            status=RefundStatus(row[4]),
+            reason=row[5],
+            psp_reference=row[6],
+            created_at=row[7],
+            failure_reason=row[8],
             netsuite_id=row[9],
         )
 
     def get_refund(self, refund_id: str) -> Refund:
-        row = self.conn.execute(
-            f"SELECT {self._REFUND_COLS} FROM refunds WHERE id = ?", (refund_id,)
-        ).fetchone()
+        row = self.conn.execute(f"SELECT {self._REFUND_COLS} FROM refunds WHERE id = ?", (refund_id,)).fetchone()
         if row is None:
             raise NotFound(f"No refund {refund_id} in the cache.")
         return self._refund(row)
@@ -421,17 +460,28 @@ class Store:
     def insert_refund(self, r: Refund) -> None:
         self.conn.execute(
             f"INSERT INTO refunds ({self._REFUND_COLS}, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (r.id, r.payment_id, r.amount.currency, r.amount.minor, r.status.value, r.reason,
-             r.psp_reference, r.created_at, r.failure_reason, r.netsuite_id, "pending", None,
-             iso(now())),
+            (
+                r.id,
+                r.payment_id,
+                r.amount.currency,
+                r.amount.minor,
+                r.status.value,
+                r.reason,
+                r.psp_reference,
+                r.created_at,
+                r.failure_reason,
+                r.netsuite_id,
+                "pending",
+                None,
+                iso(now()),
+            ),
         )
 
     def save_refund(self, r: Refund) -> None:
         self.conn.execute(
             "UPDATE refunds SET status=?, psp_reference=?, created_at=?, failure_reason=?, "
             "netsuite_id=?, updated_at=? WHERE id=?",
-            (r.status.value, r.psp_reference, r.created_at, r.failure_reason, r.netsuite_id,
-             iso(now()), r.id),
+            (r.status.value, r.psp_reference, r.created_at, r.failure_reason, r.netsuite_id, iso(now()), r.id),
         )
 
     def refund_sync(self, refund_id: str) -> SyncState:
@@ -443,14 +493,31 @@ class Store:
     # -- intents (money movements in flight) ------------------------------------------
 
     def add_intent(
-        self, *, kind: str, payment_id: str, refund_id: str | None, amount_minor: int | None,
-        idempotency_key: str, params: dict[str, Any], operator: str, reason: str | None,
+        self,
+        *,
+        kind: str,
+        payment_id: str,
+        refund_id: str | None,
+        amount_minor: int | None,
+        idempotency_key: str,
+        params: dict[str, Any],
+        operator: str,
+        reason: str | None,
     ) -> int:
         cur = self.conn.execute(
             "INSERT INTO intents (kind, payment_id, refund_id, amount_minor, idempotency_key, params, "
             "operator, reason, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
-            (kind, payment_id, refund_id, amount_minor, idempotency_key, json.dumps(params),
-             operator, reason, iso(now())),
+            (
+                kind,
+                payment_id,
+                refund_id,
+                amount_minor,
+                idempotency_key,
+                json.dumps(params),
+                operator,
+                reason,
+                iso(now()),
+            ),
         )
         assert cur.lastrowid is not None
         return cur.lastrowid
@@ -470,27 +537,23 @@ class Store:
         ]
 
     def close_intent(self, intent_id: int, state: str) -> None:
-        self.conn.execute(
-            "UPDATE intents SET state = ?, finished_at = ? WHERE id = ?", (state, iso(now()), intent_id)
-        )
+        self.conn.execute("UPDATE intents SET state = ?, finished_at = ? WHERE id = ?", (state, iso(now()), intent_id))
 
     # -- outbox ----------------------------------------------------------------------
 
-    def enqueue(self, kind: str, record_id: str, *, depends_on: int | None = None,
-                payload: dict[str, Any] | None = None) -> int:
+    def enqueue(
+        self, kind: str, record_id: str, *, depends_on: int | None = None, payload: dict[str, Any] | None = None
+    ) -> int:
         ts = iso(now())
         cur = self.conn.execute(
-            "INSERT INTO outbox (kind, record_id, depends_on, payload, created_at, updated_at) "
-            "VALUES (?,?,?,?,?,?)",
+            "INSERT INTO outbox (kind, record_id, depends_on, payload, created_at, updated_at) VALUES (?,?,?,?,?,?)",
             (kind, record_id, depends_on, json.dumps(payload or {}), ts, ts),
         )
         assert cur.lastrowid is not None
         return cur.lastrowid
 
     def last_outbox_id(self, record_id: str) -> int | None:
-        row = self.conn.execute(
-            "SELECT max(id) FROM outbox WHERE record_id = ?", (record_id,)
-        ).fetchone()
+        row = self.conn.execute("SELECT max(id) FROM outbox WHERE record_id = ?", (record_id,)).fetchone()
         return None if row[0] is None else int(row[0])
 
     # -- audit -----------------------------------------------------------------------
@@ -504,13 +567,28 @@ class Store:
             "INSERT INTO audit (at, operator, action, subject_id, invoice_id, payment_id, refund_id, "
             "amount, currency, balance_before, balance_after, reason, stripe_ref, netsuite_ref, detail) "
             "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (iso(now()), e.operator, e.action, e.subject_id, e.invoice_id, e.payment_id, e.refund_id,
-             fmt(e.amount), currency, fmt(e.balance_before), fmt(e.balance_after), e.reason,
-             e.stripe_ref, e.netsuite_ref, json.dumps(e.detail, sort_keys=True) if e.detail else None),
+            (
+                iso(now()),
+                e.operator,
+                e.action,
+                e.subject_id,
+                e.invoice_id,
+                e.payment_id,
+                e.refund_id,
+                fmt(e.amount),
+                currency,
+                fmt(e.balance_before),
+                fmt(e.balance_after),
+                e.reason,
+                e.stripe_ref,
+                e.netsuite_ref,
+                json.dumps(e.detail, sort_keys=True) if e.detail else None,
+            ),
         )
 
-    def audit_rows(self, *, subject: str | None = None, since: str | None = None,
-                   limit: int | None = None) -> list[dict[str, Any]]:
+    def audit_rows(
+        self, *, subject: str | None = None, since: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
         sql = "SELECT * FROM audit WHERE 1=1"
         args: list[Any] = []
         if subject:
