@@ -157,6 +157,131 @@ def import_cmd(
         render.print_import(result)
 
 
+LiveOpt = Annotated[bool, typer.Option("--live", help="Allow a live Stripe key (sk_live_/rk_live_).")]
+NoteOpt = Annotated[str | None, typer.Option("--note", help="Why, in your words, for the audit trail.")]
+AmountOpt = Annotated[str | None, typer.Option("--amount", help="A decimal amount such as 20.00 (default: all).")]
+
+
+def _confirmer(yes: bool, as_json: bool) -> Any:
+    def ask(plan: Any) -> None:
+        if not as_json or not yes:
+            render.print_plan(plan)
+        confirm("Go ahead?", yes=yes)
+
+    return ask
+
+
+def _show_movement(result: Any, as_json: bool) -> None:
+    if as_json:
+        render.print_json(render.movement_json(result))
+    else:
+        render.print_movement(result)
+
+
+@app.command("refund")
+def refund_cmd(
+    payment_id: Annotated[str, typer.Argument(help="The payment to refund, e.g. PAY-123.")],
+    amount: AmountOpt = None,
+    reason: Annotated[str | None, typer.Option(
+        "--reason", help="Stripe's reason: duplicate, fraudulent or requested_by_customer.")] = None,
+    note: NoteOpt = None,
+    yes: YesOpt = False,
+    dry_run: DryRunOpt = False,
+    live: LiveOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Refund through Stripe and restore the invoice balance; without --amount, all that remains."""
+    from kollrefund import movements
+
+    result = movements.refund(_context(), payment_id, amount=amount, reason=reason, dry_run=dry_run, live=live,
+                              confirm=_confirmer(yes, as_json), note=note)
+    _show_movement(result, as_json)
+
+
+@app.command("capture")
+def capture_cmd(
+    payment_id: Annotated[str, typer.Argument(help="An authorized payment, e.g. PAY-123.")],
+    amount: AmountOpt = None,
+    note: NoteOpt = None,
+    yes: YesOpt = False,
+    dry_run: DryRunOpt = False,
+    live: LiveOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Capture an authorized payment; without --amount, all of it (the rest is released)."""
+    from kollrefund import movements
+
+    result = movements.capture(_context(), payment_id, amount=amount, dry_run=dry_run, live=live,
+                               confirm=_confirmer(yes, as_json), note=note)
+    _show_movement(result, as_json)
+
+
+@app.command("void")
+def void_cmd(
+    payment_id: Annotated[str, typer.Argument(help="An authorized payment, e.g. PAY-123.")],
+    note: NoteOpt = None,
+    yes: YesOpt = False,
+    dry_run: DryRunOpt = False,
+    live: LiveOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Cancel an authorization."""
+    from kollrefund import movements
+
+    result = movements.void(_context(), payment_id, dry_run=dry_run, live=live, confirm=_confirmer(yes, as_json),
+                            note=note)
+    _show_movement(result, as_json)
+
+
+@app.command("collect")
+def collect_cmd(
+    invoice_id: Annotated[str, typer.Argument(help="The invoice to charge, e.g. INV-9.")],
+    payment_method: Annotated[str, typer.Option("--payment-method", help="A saved card: pm_…")],
+    amount: AmountOpt = None,
+    manual_capture: Annotated[bool, typer.Option("--manual-capture", help="Authorize only; capture later.")] = False,
+    note: NoteOpt = None,
+    yes: YesOpt = False,
+    dry_run: DryRunOpt = False,
+    live: LiveOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Charge a saved card through Stripe and record the payment on the invoice."""
+    from kollrefund import movements
+
+    result = movements.collect(_context(), invoice_id, payment_method=payment_method, amount=amount,
+                               manual_capture=manual_capture, dry_run=dry_run, live=live,
+                               confirm=_confirmer(yes, as_json), note=note)
+    _show_movement(result, as_json)
+
+
+@app.command("resume")
+def resume_cmd(
+    live: LiveOpt = False,
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Finish any money movement a crash left half done."""
+    from kollrefund import movements
+
+    ctx = _context()
+    if dry_run:
+        pending = movements.describe_intents(ctx)
+        if as_json:
+            render.print_json({"dry_run": True, "open": pending})
+        else:
+            for item in pending:
+                render.console().print(f"Open {item['kind']} on {item['payment_id']} since {item['since']}")
+            if not pending:
+                render.console().print("Nothing to resume.")
+        return
+    notes = movements.resume(ctx, live=live)
+    if as_json:
+        render.print_json({"dry_run": False, "recovered": notes})
+    else:
+        for line in notes or ["Nothing to resume."]:
+            render.console().print(line, markup=False)
+
+
 # -- the error boundary ---------------------------------------------------------------
 
 

@@ -289,3 +289,51 @@ def error_line(message: str) -> None:
 def warning_line(message: str) -> None:
     out = console(stderr=True)
     out.print(Text("warning: ", style="yellow") + Text(message), soft_wrap=True)
+
+
+# -- money movements ---------------------------------------------------------------
+
+
+def plan_json(plan: Any) -> dict[str, Any]:
+    return {
+        "action": plan.action, "payment_id": plan.payment_id, "invoice_id": plan.invoice_id,
+        "amount": plan.amount.format(), "currency": plan.amount.currency,
+        "invoice_balance_before": plan.balance_before.format(), "invoice_balance_after": plan.balance_after.format(),
+        "payment_status_before": plan.status_before, "payment_status_after": plan.status_after,
+    }
+
+
+def movement_json(result: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"dry_run": result.dry_run, "plan": plan_json(result.plan), "recovered": result.recovered}
+    if result.invoice is not None:
+        out["invoice"] = invoice_json(result.invoice.invoice, result.invoice.sync)
+    if result.payment is not None:
+        out["payment"] = payment_json(result.payment.payment, result.payment.sync)
+        out["refunds"] = [refund_json(rv.refund, rv.sync) for rv in result.payment.refunds]
+    if result.refund_id is not None:
+        out["refund_id"] = result.refund_id
+    return out
+
+
+def print_plan(plan: Any) -> None:
+    console(stderr=True).print(Text(plan.describe()))
+
+
+def print_movement(result: Any) -> None:
+    out = console()
+    for note in result.recovered:
+        out.print(Text(f"Recovered: {note}"))
+    if result.dry_run:
+        out.print(Text(f"Dry run, nothing changed. Would: {result.plan.describe()}"))
+        return
+    done = {"refund": "Refunded", "capture": "Captured", "void": "Voided", "charge": "Charged",
+            "authorize": "Authorized"}[result.plan.action]
+    pid = result.payment.payment.id if result.payment else result.plan.payment_id
+    extra = f" as {result.refund_id}" if result.refund_id else ""
+    out.print(Text(f"{done} {result.plan.amount.display()} on {pid}{extra}."))
+    if result.payment is not None:
+        out.print(payments_table([result.payment], title="Payment"))
+        if result.payment.refunds:
+            out.print(refunds_table(result.payment.refunds))
+    if result.invoice is not None:
+        out.print(invoice_summary(result.invoice.invoice, result.invoice.sync))
