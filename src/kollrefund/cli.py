@@ -282,6 +282,30 @@ def resume_cmd(
             render.console().print(line, markup=False)
 
 
+@app.command("sync")
+def sync_cmd(
+    yes: YesOpt = False,
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Push every change NetSuite has not seen; safe from cron, twice at once, or after a crash."""
+    from kollrefund import sync
+
+    def ask(count: int) -> None:
+        if not yes and not as_json:
+            render.console(stderr=True).print(f"{count} record(s) to push to NetSuite.", markup=False)
+        confirm("Push them now?", yes=yes)
+
+    with render.sync_progress(enabled=not as_json and not dry_run) as progress:
+        report = sync.sync(_context(), dry_run=dry_run, confirm=ask, progress=progress)
+    if as_json:
+        render.print_json(render.sync_report_json(report))
+    else:
+        render.print_sync(report)
+    if not dry_run and not report.complete:
+        raise typer.Exit(ExitCode.SYNC_INCOMPLETE)
+
+
 # -- the error boundary ---------------------------------------------------------------
 
 

@@ -337,3 +337,73 @@ def print_movement(result: Any) -> None:
             out.print(refunds_table(result.payment.refunds))
     if result.invoice is not None:
         out.print(invoice_summary(result.invoice.invoice, result.invoice.sync))
+
+
+# -- NetSuite sync ------------------------------------------------------------------
+
+
+class sync_progress:
+    """A Rich progress bar on a terminal; nothing otherwise (print_sync prints one summary line)."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled and not plain_output(sys.stderr)
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> Any:
+        if not self.enabled:
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(TextColumn("NetSuite"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                  TextColumn("{task.description}"), console=console(stderr=True), transient=True)
+        self._progress.__enter__()
+
+        def update(summary: str, done: int, total: int) -> None:
+            if self._task is None:
+                self._task = self._progress.add_task("", total=total)
+            self._progress.update(self._task, completed=done, total=total, description=summary[:60])
+
+        return update
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+
+def sync_report_json(report: Any) -> dict[str, Any]:
+    if report.dry_run:
+        return {"dry_run": True, "would_push": [
+            {"record": i.row.record_id, "kind": i.row.kind, "what": i.summary, "problem": i.problem,
+             "requests": [{"method": m, "path": p, "body": b} for m, p, b in i.requests]}
+            for i in report.planned]}
+    return {"dry_run": False, "synced": report.synced, "failed": report.failed, "pending": report.pending,
+            "drift": report.drift, "requests": report.requests}
+
+
+def print_sync(report: Any) -> None:
+    out = console()
+    if report.dry_run:
+        if not report.planned:
+            out.print(Text("Nothing to push to NetSuite."))
+        for item in report.planned:
+            line = Text(f"Would push {item.summary}")
+            if item.problem:
+                line.append(f" — cannot: {item.problem}", style="red")
+            out.print(line)
+            for method, path, _body in item.requests:
+                out.print(Text(f"    {method} /services/rest/record/v1/{path}"))
+        return
+    out.print(Text(
+        f"NetSuite sync: {len(report.synced)} synced, {len(report.pending)} still pending, "
+        f"{len(report.failed)} failed ({report.requests} requests)."
+    ))
+    for record, message in {**report.failed, **report.pending}.items():
+        out.print(Text(f"  {record}: {message}", style="red"))
+    for d in report.drift:
+        if "problem" in d:
+            out.print(Text(f"  drift: {d['invoice']}: {d['problem']}", style="yellow"))
+        else:
+            out.print(Text(
+                f"  drift: {d['invoice']} is {d['netsuite_status']} with {d['netsuite_amount_remaining']} remaining "
+                f"in NetSuite, {d['local_status']} with {d['local_balance']} here", style="yellow"))

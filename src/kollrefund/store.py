@@ -79,6 +79,18 @@ class Intent:
     created_at: str
 
 
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    kind: str
+    record_id: str
+    depends_on: int | None
+    payload: dict[str, Any]
+    state: str
+    attempts: int
+    last_error: str | None
+
+
 def _corrupt(path: Path, exc: Exception) -> ConfigError:
     return ConfigError(
         f"The cache at {path} cannot be read as a SQLite database ({exc}).",
@@ -555,6 +567,52 @@ class Store:
     def last_outbox_id(self, record_id: str) -> int | None:
         row = self.conn.execute("SELECT max(id) FROM outbox WHERE record_id = ?", (record_id,)).fetchone()
         return None if row[0] is None else int(row[0])
+
+    def outbox_rows(self, states: Sequence[str] = ("pending", "failed")) -> list[OutboxRow]:
+        marks = ",".join("?" * len(states))
+        return [
+            OutboxRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7])
+            for r in self.conn.execute(
+                "SELECT id, kind, record_id, depends_on, payload, state, attempts, last_error FROM outbox "
+                f"WHERE state IN ({marks}) ORDER BY id",
+                tuple(states),
+            )
+        ]
+
+    def outbox_done(self, row_id: int) -> None:
+        self.conn.execute(
+            "UPDATE outbox SET state = 'synced', attempts = attempts + 1, last_error = NULL, updated_at = ? "
+            "WHERE id = ?",
+            (iso(now()), row_id),
+        )
+
+    def outbox_problem(self, row_id: int, *, failed: bool, error: str) -> None:
+        self.conn.execute(
+            "UPDATE outbox SET state = ?, attempts = attempts + 1, last_error = ?, updated_at = ? WHERE id = ?",
+            ("failed" if failed else "pending", error, iso(now()), row_id),
+        )
+
+    def set_sync(self, table: str, record_id: str, *, state: str, netsuite_id: str | None = None,
+                 error: str | None = None) -> None:
+        """The NetSuite state of a payment or refund row."""
+        if table not in ("payments", "refunds"):
+            raise ValueError(table)
+        self.conn.execute(
+            f"UPDATE {table} SET ns_sync = ?, ns_error = ?, netsuite_id = coalesce(?, netsuite_id) WHERE id = ?",
+            (state, error, netsuite_id, record_id),
+        )
+
+    def set_invoice_netsuite_view(self, invoice_id: str, *, status: str, amount_remaining: str) -> None:
+        self.conn.execute(
+            "UPDATE invoices SET ns_status = ?, ns_amount_remaining = ?, ns_checked_at = ? WHERE id = ?",
+            (status, amount_remaining, iso(now()), invoice_id),
+        )
+
+    def invoice_netsuite_view(self, invoice_id: str) -> tuple[str | None, str | None, str | None]:
+        row = self.conn.execute(
+            "SELECT ns_status, ns_amount_remaining, ns_checked_at FROM invoices WHERE id = ?", (invoice_id,)
+        ).fetchone()
+        return (None, None, None) if row is None else (row[0], row[1], row[2])
 
     # -- audit -----------------------------------------------------------------------
 

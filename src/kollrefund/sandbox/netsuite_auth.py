@@ -5,6 +5,8 @@ Sources are in /work/shared/reference/netsuite-rest.md §1 ("ref §1").
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import secrets
 import threading
@@ -13,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from oauthlib.oauth1.rfc5849 import signature, utils
+from oauthlib.oauth1.rfc5849 import signature, utils  # type: ignore[import-untyped]
 
 from kollrefund.sandbox.netsuite_store import NsError
 
@@ -97,9 +99,11 @@ class TbaVerifier:
             with_realm=False,
         )
         base = signature.signature_base_string(
-            method.upper(), signature.base_string_uri(url), signature.normalize_parameters(collected)
+            method.upper(),
+            signature.base_string_uri(url),
+            signature.normalize_parameters(collected),
         )
-        expected = signature.sign_hmac_sha256(base, self.consumer_secret, self.token_secret)
+        expected = _hmac_sha256(base, self.consumer_secret, self.token_secret)
         received = utils.unescape(params.get("oauth_signature", ""))
         if not _same(expected, received):
             raise invalid_login("signature does not match")
@@ -175,7 +179,7 @@ class M2MIssuer:
         return {"access_token": token, "expires_in": ACCESS_TOKEN_SECONDS, "token_type": "bearer"}
 
     def verify_bearer(self, authorization: str) -> None:
-        token = authorization[len("Bearer "):].strip()
+        token = authorization[len("Bearer ") :].strip()
         with self._lock:
             expires = self._tokens.get(token)
         if expires is None or expires < time.time():
@@ -196,6 +200,13 @@ def _oauth_error(status: int, error: str, description: str) -> NsError:
     err = NsError(status, error, description)
     err.headers["X-OAuth-Error"] = "1"
     return err
+
+
+def _hmac_sha256(base: str, consumer_secret: str, token_secret: str) -> str:
+    """RFC 5849 §3.4.2 with SHA-256: key = escaped secrets joined by '&', base64 digest."""
+    key = f"{utils.escape(consumer_secret)}&{utils.escape(token_secret)}"
+    digest = hmac.new(key.encode(), base.encode(), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
 
 
 def _same(a: str, b: str) -> bool:

@@ -53,9 +53,7 @@ def canonical_type(name: str) -> str:
     try:
         return _CANONICAL[name.lower()]
     except KeyError:
-        raise NsError(
-            404, "INVALID_RCRD_TYPE", f"Record type '{name}' does not exist or is not supported."
-        ) from None
+        raise NsError(404, "INVALID_RCRD_TYPE", f"Record type '{name}' does not exist or is not supported.") from None
 
 
 def parse_amount(value: Any, what: str) -> Decimal:
@@ -211,9 +209,7 @@ class Store:
                 check_external_id(str(eid))
                 if str(eid) in self._by_eid[rtype]:
                     # [I] the docs are silent on the code for a duplicate external id on POST.
-                    raise NsError(
-                        400, "DUP_RCRD", f"A {rtype} record with external ID {eid} already exists."
-                    )
+                    raise NsError(400, "DUP_RCRD", f"A {rtype} record with external ID {eid} already exists.")
             rec = Record(type=rtype, id=str(self._next_id))
             self._apply_body(rec, body, replace=frozenset(), creating=True)
             if eid is not None:
@@ -285,12 +281,17 @@ class Store:
                 doc.modified = stamp
 
     # ------------------------------------------------------------ body
-    def _apply_body(
-        self, rec: Record, body: dict[str, Any], *, replace: frozenset[str], creating: bool
-    ) -> None:
+    def _apply_body(self, rec: Record, body: dict[str, Any], *, replace: frozenset[str], creating: bool) -> None:
         for key, value in body.items():
-            if key in ("id", "links", "status", "amountPaid", "amountRemaining", "applied",
-                       "unapplied"):
+            if key in (
+                "id",
+                "links",
+                "status",
+                "amountPaid",
+                "amountRemaining",
+                "applied",
+                "unapplied",
+            ):
                 continue  # read-only or derived: NetSuite ignores them on write [I]
             if key == "apply":
                 self._merge_apply(rec, value, replace="apply" in replace or creating)
@@ -314,7 +315,7 @@ class Store:
             raise user_error("The invoice record has no apply sublist.")
         items = value.get("items") if isinstance(value, dict) else value
         if not isinstance(items, list):
-            raise NsError(400, "INVALID_CONTENT", "The apply sublist must be {\"items\": [...]}.")
+            raise NsError(400, "INVALID_CONTENT", 'The apply sublist must be {"items": [...]}.')
         target = "invoice" if rec.type == "customerPayment" else "customerPayment"
         existing = {} if replace else {ln.doc: ln for ln in rec.apply}
         order = [] if replace else [ln.doc for ln in rec.apply]
@@ -351,8 +352,11 @@ class Store:
     # ------------------------------------------------------------ rules
     def _validate(self, cand: Record) -> None:
         if cand.type == "invoice":
-            if "total" not in cand.fields:
-                cand.fields["total"] = ZERO
+            # [I] the total is set directly here; in NetSuite it sums the item lines.
+            total = parse_amount(cand.fields.setdefault("total", ZERO), "total")
+            paid = self.invoice_paid(cand.id)
+            if total < paid:
+                raise user_error(f"Invoice {cand.id} total {total} is less than the {paid} paid.")
             return
         if cand.type == "customerPayment":
             self._validate_payment(cand)
@@ -369,8 +373,9 @@ class Store:
                 ln.amount = ZERO  # an unticked line pays nothing [I]
                 continue
             total = parse_amount(inv.fields.get("total", 0), "total")
-            others = self.invoice_paid(inv.id) - _applied_to(self._records["customerPayment"]
-                                                             .get(pay.id, Record("x", "")), inv.id)
+            others = self.invoice_paid(inv.id) - _applied_to(
+                self._records["customerPayment"].get(pay.id, Record("x", "")), inv.id
+            )
             due = total - others
             if ln.amount is None:
                 ln.amount = due  # NetSuite fills the amount due when it is left out [I]
@@ -378,9 +383,7 @@ class Store:
                 raise user_error(f"The amount applied to invoice {inv.id} must be positive.")
             if ln.amount > due:
                 # [I] the refund flow in ref §2 relies on NetSuite refusing an over-application.
-                raise user_error(
-                    f"You cannot apply {ln.amount} to invoice {inv.id}: only {due} is due."
-                )
+                raise user_error(f"You cannot apply {ln.amount} to invoice {inv.id}: only {due} is due.")
         if "currency" not in pay.fields and inv_currency:
             pay.fields["currency"] = inv_currency
         applied = sum((ln.amount or ZERO for ln in pay.apply if ln.apply), ZERO)
@@ -392,8 +395,7 @@ class Store:
         refunded = self.payment_refunded(pay.id)
         if applied + refunded > amount:
             raise user_error(
-                f"The total applied ({applied}) and refunded ({refunded}) exceeds the payment "
-                f"amount ({amount})."
+                f"The total applied ({applied}) and refunded ({refunded}) exceeds the payment amount ({amount})."
             )
 
     def _validate_refund(self, ref: Record) -> None:
@@ -415,8 +417,7 @@ class Store:
                 ln.amount = available
             if ln.amount <= ZERO:
                 raise user_error(
-                    f"Customer payment {pay.id} has no unapplied amount to refund "
-                    f"(available {available})."
+                    f"Customer payment {pay.id} has no unapplied amount to refund (available {available})."
                 )
             if ln.amount > available:
                 # [I] a refund can only pay out the unapplied credit (ref §2, JCurve).
@@ -434,9 +435,7 @@ class Store:
             raise user_error(f"{doc.type} {doc.id} belongs to customer {theirs}, not {mine}.")
         cur = rec.fields.get("currency")
         if cur is not None and doc.fields.get("currency") not in (None, cur):
-            raise user_error(
-                f"Currency {cur} does not match {doc.type} {doc.id} ({doc.fields['currency']})."
-            )
+            raise user_error(f"Currency {cur} does not match {doc.type} {doc.id} ({doc.fields['currency']}).")
 
 
 def _applied_to(rec: Record, doc_id: str) -> Decimal:

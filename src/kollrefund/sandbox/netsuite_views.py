@@ -47,17 +47,24 @@ def _doc_name(rec: Record) -> str:
 
 
 def record_json(store: Store, rec: Record, origin: str) -> dict[str, Any]:
+    with store.lock:  # derived amounts read other records that writers may be changing
+        return _record_json(store, rec, origin)
+
+
+def _record_json(store: Store, rec: Record, origin: str) -> dict[str, Any]:
     self_href = f"{origin}{RECORD_PATH}/{rec.type}/{rec.id}"
     out: dict[str, Any] = {"links": [{"rel": "self", "href": self_href}], "id": rec.id}
     for key, value in rec.fields.items():
         if key == "customer":
             cid = str(value.get("id") if isinstance(value, dict) else value)
             name = value.get("refName") if isinstance(value, dict) else None
-            out["customer"] = ref(cid, str(name or f"Customer {cid}"),
-                                  f"{origin}{RECORD_PATH}/customer/{cid}")
+            out["customer"] = ref(cid, str(name or f"Customer {cid}"), f"{origin}{RECORD_PATH}/customer/{cid}")
         elif key == "currency":
-            out["currency"] = ref(store.currency_id(str(value)), str(value),
-                                  f"{origin}{RECORD_PATH}/currency/{store.currency_id(str(value))}")
+            out["currency"] = ref(
+                store.currency_id(str(value)),
+                str(value),
+                f"{origin}{RECORD_PATH}/currency/{store.currency_id(str(value))}",
+            )
         elif isinstance(value, Decimal):
             out[key] = num(value)
         else:
@@ -79,15 +86,17 @@ def record_json(store: Store, rec: Record, origin: str) -> dict[str, Any]:
         out["unapplied"] = num(unapplied)
         # [S] payment statuses B Not Deposited / C Deposited (ref §2, prolecto).
         deposited = rec.fields.get("undepFunds") is False
-        out["status"] = {"id": "C", "refName": "Deposited"} if deposited else {
-            "id": "B", "refName": "Not Deposited"}
+        out["status"] = {"id": "C", "refName": "Deposited"} if deposited else {"id": "B", "refName": "Not Deposited"}
         out["apply"] = _sublist(store, rec, "invoice", self_href)
     else:
         out["total"] = num(sum((ln.amount or ZERO for ln in rec.apply if ln.apply), ZERO))
         out["apply"] = _sublist(store, rec, "customerPayment", self_href)
         # [S] the deposit sublist is always empty on GET (ref §2, article_0830082954).
-        out["deposit"] = {"links": [{"rel": "self", "href": f"{self_href}/deposit"}],
-                          "items": [], "totalResults": 0}
+        out["deposit"] = {
+            "links": [{"rel": "self", "href": f"{self_href}/deposit"}],
+            "items": [],
+            "totalResults": 0,
+        }
     return out
 
 
@@ -114,8 +123,11 @@ def _sublist(store: Store, rec: Record, target: str, self_href: str) -> dict[str
             item["currency"] = str(doc.fields["currency"])
         item.update(ln.extra)
         items.append(item)
-    return {"links": [{"rel": "self", "href": f"{self_href}/apply"}], "items": items,
-            "totalResults": len(items)}
+    return {
+        "links": [{"rel": "self", "href": f"{self_href}/apply"}],
+        "items": items,
+        "totalResults": len(items),
+    }
 
 
 # ------------------------------------------------------------------ SuiteQL
@@ -127,22 +139,21 @@ def _query_pattern() -> re.Pattern[str]:
     There is no SQL engine here: anything else is refused with a 400, which keeps the
     product honest about the single query shape both sides share (kollrefund.netsuite).
     """
-    head, tail = (re.escape(_squash(p)) for p in OPEN_INVOICES_QUERY.split("{since}"))
-    since = re.escape(_squash(OPEN_INVOICES_SINCE)).replace(
-        re.escape("{date}"), r"(?P<since>\d{4}-\d{2}-\d{2})"
-    )
+    head, tail = (_flexible(p) for p in OPEN_INVOICES_QUERY.split("{since}"))
+    since = _flexible(OPEN_INVOICES_SINCE).replace(re.escape("{date}"), r"(?P<since>\d{4}-\d{2}-\d{2})")
     return re.compile(f"^{head}(?:{since})?{tail}$", re.IGNORECASE)
 
 
-def _squash(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip()
+def _flexible(text: str) -> str:
+    """A regex for `text` where any run of whitespace matches any other."""
+    return r"\s+".join(re.escape(word) for word in re.split(r"\s+", text))
 
 
 _PATTERN = _query_pattern()
 
 
 def suiteql(store: Store, query: str, *, limit: int, offset: int, origin: str) -> dict[str, Any]:
-    match = _PATTERN.match(_squash(query))
+    match = _PATTERN.match(query.strip())
     if match is None:
         raise NsError(
             400,
@@ -163,8 +174,10 @@ def suiteql(store: Store, query: str, *, limit: int, offset: int, origin: str) -
             rows.append(_invoice_row(inv, total, remaining))
     page = rows[offset : offset + limit]
     base = f"{origin}/services/rest/query/v1/suiteql"
-    links = [{"rel": "self", "href": f"{base}?limit={limit}&offset={offset}"},
-             {"rel": "first", "href": f"{base}?limit={limit}&offset=0"}]
+    links = [
+        {"rel": "self", "href": f"{base}?limit={limit}&offset={offset}"},
+        {"rel": "first", "href": f"{base}?limit={limit}&offset=0"},
+    ]
     has_more = offset + len(page) < len(rows)
     if has_more:
         links.append({"rel": "next", "href": f"{base}?limit={limit}&offset={offset + limit}"})
@@ -172,8 +185,14 @@ def suiteql(store: Store, query: str, *, limit: int, offset: int, origin: str) -
         last = ((len(rows) - 1) // limit) * limit
         links.append({"rel": "last", "href": f"{base}?limit={limit}&offset={last}"})
     # [S] the paged collection shape (ref §5, kinuski-dev notes; timdietrich.me).
-    return {"links": links, "count": len(page), "hasMore": has_more, "items": page,
-            "offset": offset, "totalResults": len(rows)}
+    return {
+        "links": links,
+        "count": len(page),
+        "hasMore": has_more,
+        "items": page,
+        "offset": offset,
+        "totalResults": len(rows),
+    }
 
 
 def _invoice_row(inv: Record, total: Decimal, remaining: Decimal) -> dict[str, Any]:
