@@ -349,3 +349,39 @@ def _imported_payment(row: PaymentRow, fact: VerifiedPayment | None, at: Any) ->
     if row.status == "authorized":
         return replace(base, status=PaymentStatus.AUTHORIZED)
     return capture(base, at=at)
+
+
+# -- the audit trail ---------------------------------------------------------------------
+
+
+def parse_since(text: str | None) -> str | None:
+    """``--since 2026-11-01`` (or a full ISO time) as the audit table's UTC text."""
+    if text is None:
+        return None
+    from datetime import UTC, date, datetime
+
+    raw = text.strip()
+    try:
+        if len(raw) == 10:
+            return date.fromisoformat(raw).isoformat() + "T00:00:00Z"
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"{text!r} is not a date like 2026-11-01 or a time like 2026-11-01T09:00:00Z.") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return iso(parsed)
+
+
+def audit_log(ctx: Context, *, subject: str | None = None, since: str | None = None) -> list[dict[str, Any]]:
+    """Every change, oldest first: who, when, what, why, with Stripe and NetSuite references."""
+    since_text = parse_since(since)
+    with ctx.open_store(readonly=True) as store:
+        if subject is not None and store.find_invoice(subject) is None:
+            try:
+                store.get_payment(subject)
+            except NotFound:
+                try:
+                    store.get_refund(subject)
+                except NotFound:
+                    raise NotFound(f"No invoice, payment or refund {subject} in the cache.") from None
+        return store.audit_rows(subject=subject, since=since_text)

@@ -16,7 +16,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from kollrefund import render
-from kollrefund.errors import ExitCode, KollrefundError, RefusedError
+from kollrefund.errors import ExitCode, KollrefundError, RefusedError, UsageError
 
 app = typer.Typer(
     name="kollrefund",
@@ -304,6 +304,56 @@ def sync_cmd(
         render.print_sync(report)
     if not dry_run and not report.complete:
         raise typer.Exit(ExitCode.SYNC_INCOMPLETE)
+
+
+@app.command("log")
+def log_cmd(
+    record_id: Annotated[str | None, typer.Argument(help="Only entries about this invoice, payment or refund.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="From this date (2026-11-01) or UTC time.")] = None,
+    export: Annotated[Path | None, typer.Option("--export", help="Write the entries to FILE.jsonl for an auditor.")]
+    = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The audit trail: who did what, when, why, with Stripe and NetSuite references."""
+    import json
+
+    from kollrefund import actions
+
+    rows = actions.audit_log(_context(), subject=record_id, since=since)
+    if export is not None:
+        try:
+            with export.open("x", encoding="utf-8") as fh:
+                for row in rows:
+                    fh.write(json.dumps(render.audit_json(row), ensure_ascii=False, sort_keys=True) + "\n")
+        except FileExistsError:
+            raise UsageError(f"{export} already exists; choose a new file name.") from None
+        except OSError as exc:
+            raise UsageError(f"Cannot write {export}: {exc.strerror}.") from None
+        render.console(stderr=True).print(f"Wrote {len(rows)} audit entries to {export}.", markup=False)
+        return
+    if as_json:
+        render.print_json({"entries": [render.audit_json(r) for r in rows]})
+    else:
+        render.print_audit(rows)
+
+
+@app.command("demo")
+def demo_cmd() -> None:
+    """Run the whole story (pay, sync, refund, sync) against a local Stripe and NetSuite on loopback."""
+    from kollrefund import demo
+
+    raise typer.Exit(demo.run_demo())
+
+
+@app.command("sandbox")
+def sandbox_cmd() -> None:
+    """Start the local Stripe and NetSuite and print the environment to point kollrefund at them."""
+    import threading
+
+    from kollrefund import demo
+
+    stop = threading.Event()
+    demo.run_sandbox(lambda: stop.wait() and None)
 
 
 # -- the error boundary ---------------------------------------------------------------

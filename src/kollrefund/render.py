@@ -407,3 +407,26 @@ def print_sync(report: Any) -> None:
             out.print(Text(
                 f"  drift: {d['invoice']} is {d['netsuite_status']} with {d['netsuite_amount_remaining']} remaining "
                 f"in NetSuite, {d['local_status']} with {d['local_balance']} here", style="yellow"))
+
+
+# -- the audit trail ---------------------------------------------------------------------
+
+
+def audit_json(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    out["detail"] = json.loads(row["detail"]) if row.get("detail") else None
+    return out
+
+
+def print_audit(rows: Sequence[dict[str, Any]]) -> None:
+    table = _table("#", "When (UTC)", "Who", "What", "Record", "Amount", "Balance", "Why", "Stripe", "NetSuite",
+                   title="Audit trail")
+    for r in rows:
+        balance = ""
+        if r["balance_before"] is not None or r["balance_after"] is not None:
+            balance = f"{r['balance_before'] or '—'} → {r['balance_after'] or '—'}"
+        amount = f"{r['amount']} {(r['currency'] or '').upper()}".strip() if r["amount"] else ""
+        table.add_row(_cell(r["id"]), _cell(r["at"]), _cell(r["operator"]), _cell(r["action"]),
+                      _cell(r["subject_id"] or ""), _cell(amount), _cell(balance), _cell(r["reason"] or ""),
+                      _cell(r["stripe_ref"] or ""), _cell(r["netsuite_ref"] or ""))
+    console().print(table if rows else Text("No audit entries."))
