@@ -82,3 +82,35 @@ INV-11,Initech,kwd,10.250,106,6
 PAYMENTS_CSV = """id,invoice_id,amount,currency,psp_reference
 PAY-123,INV-9,120.00,usd,pi_123
 """
+
+
+# -- the local Stripe, shared by the money-movement suites ------------------------------
+
+
+@pytest.fixture(scope="session")
+def stripe_sandbox() -> Iterator[Any]:
+    """One local Stripe (localstripe + fidelity layer) for the whole session; see ``stripe_env``."""
+    from kollrefund.sandbox.stripe_sandbox import StripeSandbox
+
+    with StripeSandbox() as sb:
+        yield sb
+
+
+@pytest.fixture
+def stripe_env(home: Path, stripe_sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A wiped sandbox (data, idempotency keys, faults) and kollrefund pointed at it."""
+    stripe_sandbox.reset()
+    for name, value in stripe_sandbox.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("KOLLREFUND_STRIPE__MAX_NETWORK_RETRIES", "2")
+    yield stripe_sandbox
+    stripe_sandbox.faults.clear()
+
+
+@pytest.fixture
+def stripe_client(stripe_env: Any) -> Any:
+    """The official SDK on the sandbox, to read (or act on) Stripe directly."""
+    import stripe
+
+    return stripe.StripeClient(stripe_env.api_key, base_addresses={"api": stripe_env.url},
+                               http_client=stripe.RequestsClient(timeout=10), max_network_retries=0)

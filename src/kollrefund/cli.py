@@ -352,8 +352,10 @@ def sandbox_cmd() -> None:
 
     from kollrefund import demo
 
-    stop = threading.Event()
-    demo.run_sandbox(lambda: stop.wait() and None)
+    def wait_forever() -> None:
+        threading.Event().wait()
+
+    demo.run_sandbox(wait_forever)
 
 
 # -- the error boundary ---------------------------------------------------------------
