@@ -18,6 +18,8 @@ from kollrefund.domain import (
     InvoiceStatus,
     Payment,
     PaymentStatus,
+    Refund,
+    RefundStatus,
     capture,
     check_applicable,
     iso,
@@ -94,6 +96,16 @@ PaymentVerifier = Callable[[Sequence[PaymentRow], RowErrors], dict[str, "Verifie
 
 
 @dataclass(frozen=True, slots=True)
+class VerifiedRefund:
+    psp_reference: str
+    amount: Money
+    status: str  # pending, succeeded, failed, canceled
+    reason: str | None
+    created_at: str
+    failure_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class VerifiedPayment:
     status: PaymentStatus
     amount: Money
@@ -101,6 +113,7 @@ class VerifiedPayment:
     refunded: Money
     updated_at: str
     capture_before: str | None = None
+    refunds: tuple[VerifiedRefund, ...] = ()
 
 
 def _file_digest(path: Path) -> str:
@@ -314,6 +327,8 @@ def _import_payments(
                 store.save_invoice(after)
                 if not synced and payment.captured.minor > 0:
                     store.enqueue("payment", payment.id)
+                for vr in facts[row.id].refunds if row.id in facts else ():
+                    _import_refund(store, payment, vr)
                 store.audit(
                     AuditEntry(
                         action="import.payment",
@@ -330,6 +345,18 @@ def _import_payments(
                     )
                 )
         return result
+
+
+def _import_refund(store: Store, payment: Payment, vr: VerifiedRefund) -> None:
+    """A refund Stripe already holds for an imported payment gets its own RF id."""
+    refund_id = store.next_id("RF")
+    status = RefundStatus(vr.status)
+    store.insert_refund(Refund(
+        id=refund_id, payment_id=payment.id, amount=vr.amount, status=status, reason=vr.reason,
+        psp_reference=vr.psp_reference, created_at=vr.created_at, failure_reason=vr.failure_reason,
+    ))
+    if status.counts and payment.netsuite_id is None:
+        store.enqueue("refund", refund_id, depends_on=store.last_outbox_id(payment.id))
 
 
 def _imported_payment(row: PaymentRow, fact: VerifiedPayment | None, at: Any) -> Payment:

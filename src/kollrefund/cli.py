@@ -150,7 +150,17 @@ def import_cmd(
     """Load invoices or payments into the cache; one bad row and nothing is written."""
     from kollrefund import actions
 
-    result = actions.import_file(_context(), file, kind=kind, dry_run=dry_run, update=update)
+    ctx = _context()
+    verifier = None
+    if ctx.settings.stripe.api_key is not None:
+
+        def verifier(rows: Any, errors: Any) -> Any:  # only payments files are checked against Stripe
+            from kollrefund import movements, stripe_import
+
+            # reading Stripe moves no money, so a live key is fine here
+            return stripe_import.verifier(movements.gateway(ctx, live=True))(rows, errors)
+
+    result = actions.import_file(ctx, file, kind=kind, dry_run=dry_run, update=update, verifier=verifier)
     if as_json:
         render.print_json(render.import_json(result))
     else:
