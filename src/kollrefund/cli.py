@@ -122,11 +122,24 @@ def payments_cmd(
         str | None,
         typer.Option("--status", help="pending, authorized, paid, partially_refunded, refunded, canceled or failed."),
     ] = None,
+    expiring: Annotated[bool, typer.Option("--expiring", help="Only authorizations about to lapse.")] = False,
+    days: Annotated[int, typer.Option("--days", help="With --expiring: lapsing within this many days.")] = 2,
     as_json: JsonOpt = False,
 ) -> None:
     """List payments from the cache."""
     from kollrefund import actions
 
+    if expiring:
+        from kollrefund import pull
+
+        if status is not None:
+            raise UsageError("--expiring lists authorized payments; it takes no --status.")
+        found = pull.expiring(_context(), days=days)
+        if as_json:
+            render.print_json({"payments": [render.expiring_json(e) for e in found]})
+        else:
+            render.print_expiring(found, days)
+        return
     views = actions.list_payments(_context(), status=status)
     if as_json:
         render.print_json({"payments": [render.payment_json(v.payment, v.sync) for v in views]})
@@ -366,6 +379,64 @@ def sandbox_cmd() -> None:
         threading.Event().wait()
 
     demo.run_sandbox(wait_forever)
+
+
+@app.command("reconcile")
+def reconcile_cmd(
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Payments updated since this date (default: since the last reconcile)."),
+    ] = None,
+    fix: Annotated[bool, typer.Option("--fix", help="Record Stripe's truth locally (asks first).")] = False,
+    yes: YesOpt = False,
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare the cache with Stripe and NetSuite, amount by amount; exit 8 while drift remains."""
+    from kollrefund import reconcile
+
+    def ask(count: int) -> None:
+        if not as_json:
+            render.console(stderr=True).print(
+                f"Record Stripe's figures for {count} payment(s) in the cache (and queue them for NetSuite)?",
+                markup=False,
+            )
+        confirm("Fix them now?", yes=yes)
+
+    with render.sync_progress(enabled=not as_json) as progress:
+        report = reconcile.reconcile(
+            _context(), since=since, fix=fix, dry_run=dry_run, confirm=ask, progress=progress
+        )
+    if as_json:
+        render.print_json(render.reconcile_json(report))
+    else:
+        render.print_reconcile(report)
+    if report.unresolved:
+        raise typer.Exit(ExitCode.DRIFT)
+
+
+@app.command("pull")
+def pull_cmd(
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only invoices NetSuite changed since this date.")
+    ] = None,
+    yes: YesOpt = False,
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Load open invoices from NetSuite (SuiteQL) into the cache."""
+    from kollrefund import pull
+
+    def ask(count: int) -> None:
+        if not as_json:
+            render.console(stderr=True).print(f"Write {count} invoice(s) from NetSuite into the cache?", markup=False)
+        confirm("Go ahead?", yes=yes)
+
+    report = pull.pull(_context(), since=since, dry_run=dry_run, confirm=ask)
+    if as_json:
+        render.print_json(render.pull_json(report))
+    else:
+        render.print_pull(report)
 
 
 # -- the error boundary ---------------------------------------------------------------

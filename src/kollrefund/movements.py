@@ -182,10 +182,71 @@ def _guard(ctx: Context, store: Store, gw: StripeGateway, p: Payment, *, dry_run
 
 def resume_payment(ctx: Context, store: Store, gw: StripeGateway, payment_id: str) -> list[str]:
     """Finish every open intent on one payment (caller holds its lock)."""
-    notes: list[str] = []
-    for intent in store.open_intents(payment_id):
-        notes.append(_finish(ctx, store, gw, intent))
-    return notes
+    return [note for _, note in _resume(ctx, store, gw, payment_id)]
+
+
+def _resume(ctx: Context, store: Store, gw: StripeGateway, payment_id: str) -> list[tuple[Intent, str]]:
+    return [(intent, _finish(ctx, store, gw, intent)) for intent in store.open_intents(payment_id)]
+
+
+def _rerun_of(store: Store, finished: list[tuple[Intent, str]], kind: str, wanted: Money | None, remaining: Money,
+              params: dict[str, Any] | None = None) -> Intent | None:
+    """The interrupted movement that this command repeats, if it just finished one.
+
+    "It is safe to run the same command again" must hold: a rerun after a lost
+    answer or a crash finishes the first attempt and moves no more money. It
+    repeats it when it asks for the same amount (or for "all", and nothing is
+    left to move after the first attempt finished), and the first attempt went
+    through; one that Stripe turned down is not repeated but tried afresh.
+    """
+    for intent, _ in reversed(finished):
+        if intent.kind != kind or (params is not None and any(intent.params.get(k) != v for k, v in params.items())):
+            continue
+        if not _went_through(store, intent):
+            continue
+        if wanted is None and remaining.minor == 0:
+            return intent
+        if wanted is not None and intent.amount_minor == wanted.minor:
+            return intent
+    return None
+
+
+def _went_through(store: Store, intent: Intent) -> bool:
+    if intent.kind == "refund":
+        assert intent.refund_id is not None
+        return store.get_refund(intent.refund_id).status.counts
+    status = store.get_payment(intent.payment_id).status
+    if intent.kind == "void":
+        return status is PaymentStatus.CANCELED
+    if intent.kind == "capture":
+        return status not in (PaymentStatus.AUTHORIZED, PaymentStatus.CANCELED)
+    return status not in (PaymentStatus.PENDING, PaymentStatus.FAILED, PaymentStatus.CANCELED)
+
+
+def _rerun_result(store: Store, intent: Intent, action: str, recovered: list[str]) -> MovementResult:
+    """The result of a rerun that only finished ``intent``: its plan as the first attempt made it."""
+    p = store.get_payment(intent.payment_id)
+    invoice = store.get_invoice(p.invoice_id)
+    amount = Money(intent.amount_minor, p.currency) if intent.amount_minor is not None else p.amount
+    refund_id = None
+    if action == "refund":
+        assert intent.refund_id is not None
+        refund_id = intent.refund_id
+        amount = store.get_refund(refund_id).amount
+        counted = store.get_refund(refund_id).status.counts
+        before_p = d.reverse_refund(p, amount, at=now()) if counted else p
+    elif action == "capture":
+        before_p = replace(p, captured=p.captured - amount, status=PaymentStatus.AUTHORIZED)
+    elif action == "void":
+        before_p = replace(p, status=PaymentStatus.AUTHORIZED)
+    else:  # a charge or an authorization: before it, the payment was not there
+        before_p = replace(p, captured=Money.zero(p.currency), refunded=Money.zero(p.currency))
+    others = [q for q in store.payments_for_invoice(invoice.id) if q.id != p.id]
+    before = d.invoice_balance(invoice.total, [*others, before_p])
+    status_before = "—" if action in ("charge", "authorize") else before_p.status.value
+    plan = Plan(action, p.id, p.invoice_id, amount, before, invoice.balance, status_before, p.status.value,
+                detail="finished the interrupted first attempt; nothing more was moved")
+    return _result(store, plan, refund_id=refund_id, recovered=recovered)
 
 
 def _finish(ctx: Context, store: Store, gw: StripeGateway, intent: Intent) -> str:
@@ -406,8 +467,12 @@ def refund(
         if wanted is not None:
             check_stripe_amount(wanted)
         with money_lock(ctx, payment_id):
-            recovered = [] if dry_run else resume_payment(ctx, store, gw, payment_id)
+            finished = [] if dry_run else _resume(ctx, store, gw, payment_id)
+            recovered = [note for _, note in finished]
             p = store.get_payment(payment_id)
+            rerun = _rerun_of(store, finished, "refund", wanted, p.refundable)
+            if rerun is not None:
+                return _rerun_result(store, rerun, "refund", recovered)
             _guard(ctx, store, gw, p, dry_run=dry_run)
             value = wanted if wanted is not None else p.refundable
             d.check_refundable(p, value)
@@ -457,8 +522,12 @@ def capture(
         if wanted is not None:
             check_stripe_amount(wanted)
         with money_lock(ctx, payment_id):
-            recovered = [] if dry_run else resume_payment(ctx, store, gw, payment_id)
+            finished = [] if dry_run else _resume(ctx, store, gw, payment_id)
+            recovered = [note for _, note in finished]
             p = store.get_payment(payment_id)
+            rerun = _rerun_of(store, finished, "capture", wanted, p.capturable)
+            if rerun is not None:
+                return _rerun_result(store, rerun, "capture", recovered)
             _guard(ctx, store, gw, p, dry_run=dry_run)
             value = wanted if wanted is not None else p.capturable
             after_p = d.capture(p, value, at=now())
@@ -492,8 +561,12 @@ def void(
     with ctx.open_store(readonly=dry_run) as store:
         p = store.get_payment(payment_id)
         with money_lock(ctx, payment_id):
-            recovered = [] if dry_run else resume_payment(ctx, store, gw, payment_id)
+            finished = [] if dry_run else _resume(ctx, store, gw, payment_id)
+            recovered = [note for _, note in finished]
             p = store.get_payment(payment_id)
+            rerun = _rerun_of(store, finished, "void", None, p.capturable)
+            if rerun is not None:
+                return _rerun_result(store, rerun, "void", recovered)
             _guard(ctx, store, gw, p, dry_run=dry_run)
             after_p = d.void(p, at=now())
             before, after = _settled(store, after_p)
@@ -522,17 +595,25 @@ def collect(
     gw = gateway(ctx, live=live)
     with ctx.open_store(readonly=dry_run) as store:
         invoice = store.get_invoice(invoice_id)
+        wanted = parse_positive(amount, invoice.currency) if amount is not None else None
+        if wanted is not None:
+            check_stripe_amount(wanted)
         with money_lock(ctx, invoice_id):
-            recovered: list[str] = []
+            finished: list[tuple[Intent, str]] = []
             if not dry_run:
                 for p in store.payments_for_invoice(invoice_id):
                     if store.open_intents(p.id):
                         with money_lock(ctx, p.id):
-                            recovered += resume_payment(ctx, store, gw, p.id)
+                            finished += _resume(ctx, store, gw, p.id)
+            recovered = [note for _, note in finished]
             invoice = store.get_invoice(invoice_id)
             payments = store.payments_for_invoice(invoice_id)
             open_amount = d.open_amount(invoice, payments)
-            value = parse_positive(amount, invoice.currency) if amount is not None else open_amount
+            rerun = _rerun_of(store, finished, "collect", wanted, open_amount,
+                              {"payment_method": payment_method, "manual_capture": manual_capture})
+            if rerun is not None:
+                return _rerun_result(store, rerun, "authorize" if manual_capture else "charge", recovered)
+            value = wanted if wanted is not None else open_amount
             check_stripe_amount(value)
             d.check_applicable(invoice, payments, value)
             probe = d.new_payment(id="PAY-new", invoice_id=invoice.id, amount=value, psp_reference=None, at=now())

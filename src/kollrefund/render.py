@@ -430,3 +430,70 @@ def print_audit(rows: Sequence[dict[str, Any]]) -> None:
                       _cell(r["subject_id"] or ""), _cell(amount), _cell(balance), _cell(r["reason"] or ""),
                       _cell(r["stripe_ref"] or ""), _cell(r["netsuite_ref"] or ""))
     console().print(table if rows else Text("No audit entries."))
+
+
+# -- reconcile, pull, expiring authorizations ----------------------------------------------
+
+
+def reconcile_json(report: Any) -> dict[str, Any]:
+    return {
+        "fix": report.fix, "dry_run": report.dry_run, "checked_payments": report.checked_payments,
+        "checked_invoices": report.checked_invoices, "fixes": report.fixes,
+        "drift": [{"record": d.record, "what": d.what, "local": d.local, "stripe": d.stripe or None,
+                   "netsuite": d.netsuite or None, "fixed": d.fixed} for d in report.drift],
+        "unresolved": len(report.unresolved),
+    }
+
+
+def print_reconcile(report: Any) -> None:
+    out = console()
+    out.print(Text(f"Checked {report.checked_payments} payment(s) with Stripe and "
+                   f"{report.checked_invoices} invoice(s) with NetSuite."))
+    if report.drift:
+        table = _table("Record", "What", "Local", "Stripe", "NetSuite", "Fixed", title="Drift")
+        for d in report.drift:
+            table.add_row(_cell(d.record), _cell(d.what), _cell(d.local), _cell(d.stripe or "—"),
+                          _cell(d.netsuite or "—"), _status("synced") if d.fixed else _status("pending"))
+        out.print(table)
+    for line in report.fixes:
+        out.print(Text(f"  fixed: {line}"))
+    if not report.drift:
+        out.print(Text("No drift: the cache, Stripe and NetSuite agree."))
+    elif report.unresolved and not report.fix:
+        out.print(Text("Run `kollrefund reconcile --fix` to record Stripe's figures; NetSuite drift needs a person."))
+
+
+def pull_json(report: Any) -> dict[str, Any]:
+    return {"dry_run": report.dry_run, "added": report.added, "updated": report.updated,
+            "unchanged": report.unchanged, "conflicts": report.conflicts, "notes": report.notes}
+
+
+def print_pull(report: Any) -> None:
+    out = console()
+    verb = "Would add" if report.dry_run else "Added"
+    out.print(Text(f"{verb} {len(report.added)} invoice(s), updated {len(report.updated)}, "
+                   f"{report.unchanged} unchanged, {len(report.conflicts)} conflict(s)."))
+    for line in report.conflicts:
+        out.print(Text(f"  conflict: {line}", style="yellow"))
+    for line in report.notes:
+        out.print(Text(f"  note: {line}"))
+
+
+def expiring_json(e: Any) -> dict[str, Any]:
+    out = payment_json(e.payment, SyncState(e.payment.netsuite_id, "pending"))
+    out.pop("netsuite")
+    out.update({"capture_before": e.deadline, "deadline_source": e.source, "days_left": str(e.days_left)})
+    return out
+
+
+def print_expiring(found: Sequence[Any], days: int) -> None:
+    if not found:
+        console().print(Text(f"No authorization lapses within {days} day(s)."))
+        return
+    table = _table("Payment", "Invoice", "PSP reference", "Amount", "Capture before (UTC)", "Days left", "From",
+                   title="Authorizations about to lapse: capture or void them")
+    for e in found:
+        p = e.payment
+        table.add_row(_cell(p.id), _cell(p.invoice_id), _cell(p.psp_reference or "—"), _cell(p.amount.display()),
+                      _cell(e.deadline), _cell(e.days_left), _cell(e.source))
+    console().print(table)

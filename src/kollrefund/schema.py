@@ -147,3 +147,16 @@ def _core(db: Database) -> None:
         ) STRICT;
         """
     )
+
+
+@migrations(name="0002_meta")
+def _meta(db: Database) -> None:
+    # Small named values the program keeps between runs, e.g. reconcile's Stripe cursor.
+    db.executescript(
+        """
+        CREATE TABLE meta (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        ) STRICT;
+        """
+    )

@@ -418,15 +418,6 @@ class Store:
     def set_capture_before(self, payment_id: str, capture_before: str | None) -> None:
         self.conn.execute("UPDATE payments SET capture_before = ? WHERE id = ?", (capture_before, payment_id))
 
-    def expiring_payments(self, before: str) -> list[tuple[Payment, str | None]]:
-        rows = self.conn.execute(
-            f"SELECT {self._PAYMENT_COLS}, capture_before FROM payments "
-            "WHERE status = 'authorized' AND (capture_before IS NULL OR capture_before <= ?) "
-            "ORDER BY capture_before, id",
-            (before,),
-        ).fetchall()
-        return [(self._payment(r), r[-1]) for r in rows]
-
     # -- refunds -------------------------------------------------------------------
 
     _REFUND_COLS = (
@@ -614,6 +605,38 @@ class Store:
         ).fetchone()
         return (None, None, None) if row is None else (row[0], row[1], row[2])
 
+    # -- meta ------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute(
+            "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def authorized_payments(self) -> list[tuple[Payment, str | None, str]]:
+        """Authorized payments with Stripe's capture deadline (if known) and when they were made."""
+        rows = self.conn.execute(
+            f"SELECT {self._PAYMENT_COLS}, capture_before, created_at FROM payments "
+            "WHERE status = 'authorized' ORDER BY created_at, id"
+        ).fetchall()
+        return [(self._payment(r), r[-2], r[-1]) for r in rows]
+
+    def stripe_payments(self, *, updated_since: str | None = None) -> list[Payment]:
+        """Stripe payments with a PaymentIntent, optionally only those updated since a time."""
+        sql = f"SELECT {self._PAYMENT_COLS} FROM payments WHERE psp = 'stripe' AND psp_reference IS NOT NULL"
+        args: tuple[Any, ...] = ()
+        if updated_since is not None:
+            sql += " AND updated_at >= ?"
+            args = (updated_since,)
+        return [self._payment(r) for r in self.conn.execute(sql + " ORDER BY id", args)]
+
+    def payments_with_open_refunds(self) -> set[str]:
+        return {r[0] for r in self.conn.execute("SELECT DISTINCT payment_id FROM refunds WHERE status = 'pending'")}
+
     # -- audit -----------------------------------------------------------------------
 
     def audit(self, e: AuditEntry) -> None:
@@ -666,5 +689,5 @@ class Store:
     # -- whole-state snapshot (tests compare it to prove "nothing changed") -------------
 
     def snapshot(self) -> dict[str, list[tuple[Any, ...]]]:
-        tables = ["invoices", "payments", "refunds", "intents", "outbox", "audit", "counters"]
+        tables = ["invoices", "payments", "refunds", "intents", "outbox", "audit", "counters", "meta"]
         return {t: self.conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in tables}

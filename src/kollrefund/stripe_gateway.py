@@ -168,6 +168,18 @@ class StripeGateway:
         except stripe.StripeError as exc:
             raise _translate(exc, f"listing the refunds of {payment_intent_id}") from None
 
+    def refunds_since(self, created_gte: int) -> list[tuple[str | None, StripeRefund]]:
+        """Every refund created at or after ``created_gte`` (unix seconds), with its PaymentIntent id."""
+        out: list[tuple[str | None, StripeRefund]] = []
+        try:
+            page = self._client.v1.refunds.list({"created": {"gte": created_gte}, "limit": 100})
+            for r in page.auto_paging_iter():
+                pi = getattr(r, "payment_intent", None)
+                out.append((pi if isinstance(pi, str) or pi is None else pi.id, self._refund(r)))
+        except stripe.StripeError as exc:
+            raise _translate(exc, "listing recent refunds") from None
+        return out
+
     def find_payment_by_metadata(
         self, *, payment_id: str, customer: str | None, created_after: int
     ) -> StripePayment | None:

@@ -31,10 +31,10 @@ def refund_status(stripe_status: str) -> RefundStatus:
 
 
 def differs(p: Payment, sp: StripePayment) -> bool:
-    return (p.captured, p.refunded) != (sp.captured, sp.refunded) or _status_differs(p, sp)
+    return (p.captured, p.refunded) != (sp.captured, sp.refunded) or status_differs(p, sp)
 
 
-def _status_differs(p: Payment, sp: StripePayment) -> bool:
+def status_differs(p: Payment, sp: StripePayment) -> bool:
     if sp.status == "canceled":
         return p.status is not PaymentStatus.CANCELED
     if sp.status == "requires_capture":

@@ -15,6 +15,7 @@ HTTP runs on worker threads; every SQLite write happens on the calling thread.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,17 +31,6 @@ from kollrefund.money import Money
 from kollrefund.store import OutboxRow, Store
 
 SYNC_LOCK_WAIT_SECONDS = 120.0
-
-
-@dataclass
-class SyncItem:
-    """One outbox row, built into the NetSuite requests it needs (or the reason it can't be)."""
-
-    row: OutboxRow
-    invoice_id: str
-    summary: str
-    problem: str | None = None
-    requests: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
 
 @dataclass
@@ -88,7 +78,43 @@ def client_config(settings: Any) -> Any:
     )
 
 
-# -- building requests (no network) ----------------------------------------------------
+# -- planning (no network) ------------------------------------------------------------
+#
+# Records are pushed per invoice, because what NetSuite accepts on an invoice depends on
+# what is already applied to it: a second payment can only be applied once a refunded one
+# is unapplied. Each invoice's records go out in one job, in this order:
+#   1. refunds of payments NetSuite already has: one PATCH setting the payment's apply line
+#      to what stays applied once *all* of this run's refunds of it are in, then a PUT of
+#      each customerRefund;
+#   2. new payments: a PUT applying what stays applied after their refunds (so a payment
+#      refunded before its first sync never over-applies the invoice);
+#   3. refunds of those new payments: a PUT each (their payment's PUT already lowered it).
+# The amount a PATCH or PUT sets is absolute and only ever goes down as refunds are added,
+# so a rerun after a crash or a lost answer -- whatever had reached NetSuite -- sends the
+# same or a lower amount and can never ask NetSuite to apply more than it has left.
+# A record that cannot be built (a key missing) fails before anything is sent for it; what
+# depends on a record that fails waits (stays pending).
+
+
+@dataclass
+class SyncItem:
+    """One outbox row, built into the NetSuite requests it needs (or the reason it can't be)."""
+
+    row: OutboxRow
+    invoice_id: str
+    summary: str
+    problem: str | None = None
+    requests: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    waits_for: str | None = None  # a record of this run it depends on that cannot be sent
+
+
+@dataclass
+class InvoiceJob:
+    """Everything this run sends for one invoice, in the order it must be sent."""
+
+    invoice: Invoice
+    items: list[SyncItem]
+    known_ids: dict[str, str]  # payment id -> NetSuite internal id, for payments already there
 
 
 def _ref(value: str) -> dict[str, str]:
@@ -99,63 +125,142 @@ def _major(m: Money) -> str:
     return m.format()
 
 
-def _applied_after(store: Store, payment: Payment, refund: Refund) -> Money:
-    """What of the payment stays applied to the invoice once this refund (and those before it) is in."""
-    applied = payment.captured
-    for r in store.refunds_for_payment(payment.id):
-        if r.status.counts or r.id == refund.id:
-            applied = applied - r.amount
-        if r.id == refund.id:
-            break
-    return applied
+def placeholder(payment_id: str) -> str:
+    """Stands for the internal id NetSuite gives `payment_id` earlier in the same run."""
+    return f"<netsuite id of {payment_id}>"
 
 
-def build(store: Store, settings: Any, row: OutboxRow) -> SyncItem:
+def plan(store: Store, settings: Any, rows: Sequence[OutboxRow]) -> tuple[list[SyncItem], list[InvoiceJob]]:
+    """(items that cannot be sent at all, one job per invoice). Reads the cache only."""
     ns = settings.netsuite
-    if row.kind == "payment":
-        p = store.get_payment(row.record_id)
-        inv = store.get_invoice(p.invoice_id)
-        item = SyncItem(row, inv.id, f"customerPayment {p.id}: {p.captured.display()} applied to {inv.id}")
-        item.problem = _missing(inv, ns, "payment_account_id")
-        if item.problem is None:
-            assert inv.netsuite_id is not None and inv.customer_netsuite_id is not None
-            body = {
-                "externalId": p.id,
-                "customer": _ref(inv.customer_netsuite_id),
-                "account": _ref(ns.payment_account_id),
-                "payment": _major(p.captured),
-                "memo": f"Stripe {p.psp_reference} (kollrefund {p.id})",
-                "apply": {"items": [{"doc": _ref(inv.netsuite_id), "apply": True, "amount": _major(p.captured)}]},
-            }
-            item.requests.append(("PUT", f"customerPayment/eid:{p.id}", body))
-        return item
-    if row.kind == "refund":
+    unbuildable: list[SyncItem] = []
+    payment_rows: dict[str, list[OutboxRow]] = {}
+    refund_rows: dict[str, list[OutboxRow]] = {}  # by payment id, in outbox order
+    refund_ids: set[str] = set()
+    invoice_order: list[str] = []
+    for row in rows:
+        if row.kind == "payment":
+            p = store.get_payment(row.record_id)
+            payment_rows.setdefault(p.id, []).append(row)
+        elif row.kind == "refund":
+            r = store.get_refund(row.record_id)
+            p = store.get_payment(r.payment_id)
+            refund_rows.setdefault(p.id, []).append(row)
+            refund_ids.add(r.id)
+        else:
+            unbuildable.append(SyncItem(row, "", f"{row.kind} {row.record_id}",
+                                        problem=f"unknown outbox kind {row.kind!r}"))
+            continue
+        if p.invoice_id not in invoice_order:
+            invoice_order.append(p.invoice_id)
+
+    jobs: list[InvoiceJob] = []
+    for invoice_id in invoice_order:
+        inv = store.get_invoice(invoice_id)
+        pays = [p for p in store.payments_for_invoice(inv.id) if p.id in payment_rows or p.id in refund_rows]
+        job = InvoiceJob(inv, [], {p.id: p.netsuite_id for p in pays if p.netsuite_id})
+        first: list[SyncItem] = []
+        middle: list[SyncItem] = []
+        last: list[SyncItem] = []
+        for p in pays:
+            new = p.id in payment_rows
+            refund_items, applied = _refund_items(store, ns, inv, p, refund_rows.get(p.id, []), refund_ids,
+                                                  patch=not new)
+            if new:
+                rows_p = payment_rows[p.id]
+                item = _payment_item(ns, inv, p, rows_p[0], applied)
+                middle.append(item)
+                # the same payment queued twice (e.g. imported, then captured): one PUT for both
+                middle += [SyncItem(r, inv.id, f"customerPayment {p.id} (again)",
+                                    waits_for=p.id if item.problem else None) for r in rows_p[1:]]
+                if item.problem is not None:
+                    for ri in refund_items:
+                        if ri.problem is None:
+                            ri.requests = []
+                            ri.waits_for = ri.waits_for or p.id
+                last += refund_items
+            else:
+                first += refund_items
+        job.items = first + middle + last
+        jobs.append(job)
+    return unbuildable, jobs
+
+
+def _payment_item(ns: Any, inv: Invoice, p: Payment, row: OutboxRow, applied: Money) -> SyncItem:
+    item = SyncItem(row, inv.id, f"customerPayment {p.id}: {p.captured.display()}, "
+                                 f"{applied.display()} applied to {inv.id}")
+    item.problem = _missing(inv, ns, "payment_account_id")
+    if item.problem is None:
+        assert inv.netsuite_id is not None and inv.customer_netsuite_id is not None
+        line: dict[str, Any] = {"doc": _ref(inv.netsuite_id), "apply": applied.minor > 0}
+        if applied.minor > 0:
+            line["amount"] = _major(applied)
+        body = {
+            "externalId": p.id,
+            "customer": _ref(inv.customer_netsuite_id),
+            "account": _ref(ns.payment_account_id),
+            "payment": _major(p.captured),
+            "memo": f"Stripe {p.psp_reference} (kollrefund {p.id})",
+            "apply": {"items": [line]},
+        }
+        item.requests.append(("PUT", f"customerPayment/eid:{p.id}", body))
+    return item
+
+
+def _refund_items(store: Store, ns: Any, inv: Invoice, p: Payment, rows: list[OutboxRow],
+                  pending_ids: set[str], *, patch: bool) -> tuple[list[SyncItem], Money]:
+    """The items for `p`'s queued refunds, and what of `p` stays applied once they are in.
+
+    Refunds already in NetSuite and those this run sends are subtracted; a refund that
+    cannot be built, and every later one of the same payment, is not.
+    """
+    applied = p.captured
+    for r in store.refunds_for_payment(p.id):
+        if r.status.counts and r.id not in pending_ids:
+            applied = applied - r.amount  # already in NetSuite
+    items: list[SyncItem] = []
+    sendable: list[tuple[SyncItem, Refund]] = []
+    blocked: str | None = None
+    seen: set[str] = set()
+    for row in rows:
         r = store.get_refund(row.record_id)
-        p = store.get_payment(r.payment_id)
-        inv = store.get_invoice(p.invoice_id)
-        remaining = _applied_after(store, p, r)
-        item = SyncItem(row, inv.id, f"customerRefund {r.id}: {r.amount.display()} on {p.id}; "
-                                     f"{p.id} stays applied to {inv.id} for {remaining.format()}")
+        item = SyncItem(row, inv.id, f"customerRefund {r.id}: {r.amount.display()} on {p.id}")
+        items.append(item)
+        if blocked is not None:
+            item.waits_for = blocked
+            continue
+        if r.id in seen:  # queued twice: the first row's requests stand for both
+            item.summary += " (again)"
+            continue
+        seen.add(r.id)
         item.problem = _missing(inv, ns, "refund_account_id") or _missing(inv, ns, "refund_payment_method_id")
-        if item.problem is None and p.netsuite_id is None:
+        if item.problem is None and patch and p.netsuite_id is None:
             item.problem = f"payment {p.id} is not in NetSuite yet"
-        if item.problem is None:
-            assert inv.netsuite_id is not None and inv.customer_netsuite_id is not None and p.netsuite_id
-            line: dict[str, Any] = {"doc": _ref(inv.netsuite_id), "apply": remaining.minor > 0}
-            if remaining.minor > 0:
-                line["amount"] = _major(remaining)
-            item.requests.append(("PATCH", f"customerPayment/{p.netsuite_id}", {"apply": {"items": [line]}}))
-            body = {
-                "externalId": r.id,
-                "customer": _ref(inv.customer_netsuite_id),
-                "account": _ref(ns.refund_account_id),
-                "paymentMethod": _ref(ns.refund_payment_method_id),
-                "memo": f"Stripe {r.psp_reference} refund of {p.id} (kollrefund {r.id})",
-                "apply": {"items": [{"doc": _ref(p.netsuite_id), "apply": True, "amount": _major(r.amount)}]},
-            }
-            item.requests.append(("PUT", f"customerRefund/eid:{r.id}", body))
-        return item
-    return SyncItem(row, "", f"{row.kind} {row.record_id}", problem=f"unknown outbox kind {row.kind!r}")
+        if item.problem is not None:
+            blocked = r.id
+            continue
+        if r.status.counts:
+            applied = applied - r.amount
+        sendable.append((item, r))
+    ref = p.netsuite_id if patch else placeholder(p.id)
+    for i, (item, r) in enumerate(sendable):
+        assert inv.customer_netsuite_id is not None and inv.netsuite_id is not None and ref is not None
+        if i == 0 and patch:
+            line: dict[str, Any] = {"doc": _ref(inv.netsuite_id), "apply": applied.minor > 0}
+            if applied.minor > 0:
+                line["amount"] = _major(applied)
+            item.requests.append(("PATCH", f"customerPayment/{ref}", {"apply": {"items": [line]}}))
+            item.summary += f"; {p.id} stays applied to {inv.id} for {applied.format()}"
+        body = {
+            "externalId": r.id,
+            "customer": _ref(inv.customer_netsuite_id),
+            "account": _ref(ns.refund_account_id),
+            "paymentMethod": _ref(ns.refund_payment_method_id),
+            "memo": f"Stripe {r.psp_reference} refund of {p.id} (kollrefund {r.id})",
+            "apply": {"items": [{"doc": _ref(ref), "apply": True, "amount": _major(r.amount)}]},
+        }
+        item.requests.append(("PUT", f"customerRefund/eid:{r.id}", body))
+    return items, applied
 
 
 def _missing(inv: Invoice, ns: Any, key: str) -> str | None:
@@ -168,7 +273,22 @@ def _missing(inv: Invoice, ns: Any, key: str) -> str | None:
     return None
 
 
+def _resolve(value: Any, ids: dict[str, str]) -> Any:
+    """`value` with every placeholder replaced by the NetSuite id it stands for."""
+    if isinstance(value, dict):
+        return {k: _resolve(v, ids) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, ids) for v in value]
+    if isinstance(value, str) and value.startswith("<netsuite id of "):
+        return ids[value.removeprefix("<netsuite id of ").removesuffix(">")]
+    return value
+
+
 # -- running -----------------------------------------------------------------------
+
+
+class _Aborted(Exception):
+    """NetSuite refused the credentials earlier in this run: nothing more is sent."""
 
 
 def sync(ctx: Context, *, dry_run: bool, confirm: Callable[[int], None],
@@ -179,7 +299,10 @@ def sync(ctx: Context, *, dry_run: bool, confirm: Callable[[int], None],
         rows = store.outbox_rows()
         report = SyncReport(dry_run=dry_run)
         if dry_run:
-            report.planned = [build(store, settings, r) for r in rows]
+            unbuildable, jobs = plan(store, settings, rows)
+            items = unbuildable + [i for job in jobs for i in job.items]
+            order = {r.id: n for n, r in enumerate(rows)}
+            report.planned = sorted(items, key=lambda i: order[i.row.id])
             return report
         config = client_config(settings)  # bad configuration: exit 3 before anything is sent
         if not rows:
@@ -205,64 +328,82 @@ def _drain(store: Store, settings: Any, client: Any, report: SyncReport, progres
     rows = store.outbox_rows()  # again, under the lock: another run may have pushed them
     total = len(rows)
     done = 0
-    touched: set[str] = set()
-    # Wave order is dependency order: a payment before its refunds, and each refund's
-    # PATCH before its customerRefund (inside one job). Refunds of one payment run in
-    # order, one job per payment, because each PATCH sets the amount left applied.
-    for wave in ("payment", "refund"):
-        items = [build(store, settings, r) for r in store.outbox_rows() if r.kind == wave]
-        groups: dict[str, list[SyncItem]] = {}
-        for item in items:
+    unbuildable, jobs = plan(store, settings, rows)
+    refused: list[ProviderRejected] = []  # the credentials, refused: stop sending
+    stop = threading.Event()
+
+    def tick(item: SyncItem) -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress(item.summary, done, total)
+
+    for item in unbuildable + [i for job in jobs for i in job.items if i.problem is not None]:
+        _record_problem(store, item, item.problem or "", failed=True, report=report)
+        tick(item)
+
+    def run(job: InvoiceJob) -> list[tuple[SyncItem, list[str] | Exception, int]]:
+        ids = dict(job.known_ids)
+        out: list[tuple[SyncItem, list[str] | Exception, int]] = []
+        blocked: str | None = None
+        for item in job.items:
             if item.problem is not None:
-                _record_problem(store, item, item.problem, failed=True, report=report)
-                done += 1
-                if progress:
-                    progress(item.summary, done, total)
+                continue  # recorded above
+            if stop.is_set():
+                out.append((item, _Aborted(), 0))
                 continue
-            key = item.requests[0][1] if wave == "refund" else item.row.record_id
-            groups.setdefault(key, []).append(item)
+            if blocked is not None or item.waits_for is not None:
+                out.append((item, KollrefundError(f"waits for {blocked or item.waits_for}"), 0))
+                continue
+            sent = 0
+            try:
+                got: list[str] = []
+                for method, path, body in item.requests:
+                    path, body = _resolve(path, ids), _resolve(body, ids)
+                    faults.point(f"sync.before_{method.lower()}")
+                    sent += 1
+                    if method == "PUT":
+                        record_type, _, ext = path.partition("/eid:")
+                        got.append(client.upsert(record_type, ext, body))
+                    else:
+                        record_type, _, internal = path.partition("/")
+                        client.patch(record_type, internal, body)
+                    faults.point(f"sync.after_{method.lower()}")
+                if item.row.kind == "payment" and got:
+                    ids[item.row.record_id] = got[-1]
+                out.append((item, got, sent))
+            except Exception as exc:
+                if isinstance(exc, ProviderRejected) and exc.http_status == 401:
+                    stop.set()
+                    refused.append(exc)
+                out.append((item, exc, sent))
+                blocked = item.row.record_id
+        return out
 
-        def job(group: list[SyncItem]) -> list[tuple[SyncItem, list[str] | Exception]]:
-            out: list[tuple[SyncItem, list[str] | Exception]] = []
-            for item in group:
-                try:
-                    ids = []
-                    for method, path, body in item.requests:
-                        faults.point(f"sync.before_{method.lower()}")
-                        if method == "PUT":
-                            record_type, _, ext = path.partition("/eid:")
-                            ids.append(client.upsert(record_type, ext, body))
-                        else:
-                            record_type, _, internal = path.partition("/")
-                            client.patch(record_type, internal, body)
-                        faults.point(f"sync.after_{method.lower()}")
-                    out.append((item, ids))
-                except Exception as exc:
-                    out.append((item, exc))
-                    # later refunds of this payment depend on this one: leave them pending
-                    for rest in group[len(out):]:
-                        out.append((rest, KollrefundError(f"waits for {item.row.record_id}")))
-                    break
-            return out
+    touched: set[str] = set()
 
-        def on_done(_index: int, outcome: Any) -> None:
-            nonlocal done
-            if isinstance(outcome, Exception):  # a bug in job(): never lose the record
-                raise outcome
-            for item, result in outcome:
-                done += 1
-                report.requests += len(item.requests)
-                if isinstance(result, Exception):
+    def on_done(index: int, outcome: Any) -> None:
+        if isinstance(outcome, Exception):  # a bug in run(): never lose the record
+            raise outcome
+        for item, result, sent in outcome:
+            report.requests += sent
+            if isinstance(result, _Aborted):
+                report.pending[item.row.record_id] = "not sent: NetSuite refused the credentials"
+            elif isinstance(result, Exception):
+                if isinstance(result, ProviderRejected) and result.http_status == 401:
+                    report.pending[item.row.record_id] = result.message  # not this record's fault
+                else:
                     failed = isinstance(result, ProviderRejected)
                     message = result.message if isinstance(result, KollrefundError) else type(result).__name__
                     _record_problem(store, item, message, failed=failed, report=report)
-                else:
-                    _record_success(store, item, result, report)
-                    touched.add(item.invoice_id)
-                if progress:
-                    progress(item.summary, done, total)
+            else:
+                _record_success(store, item, result, report)
+                touched.add(item.invoice_id)
+            tick(item)
 
-        client.run_all([lambda g=g: job(g) for g in groups.values()], on_done=on_done)
+    client.run_all([lambda job=job: run(job) for job in jobs], on_done=on_done)
+    if refused:
+        raise refused[0]
     _read_back(store, client, sorted(touched), report)
 
 
@@ -300,13 +441,17 @@ def _read_back(store: Store, client: Any, invoice_ids: list[str], report: SyncRe
             return
         status = status_name(outcome.get("status"))
         remaining = amount(outcome.get("amountRemaining", "0"))
+        try:  # in the currency's decimals, as every amount at the edges ("30.00", not "30")
+            shown = Money.parse(remaining, inv.currency).format()
+        except KollrefundError:
+            shown = str(remaining)
         with store.transaction():
-            store.set_invoice_netsuite_view(inv.id, status=status, amount_remaining=str(remaining))
+            store.set_invoice_netsuite_view(inv.id, status=status, amount_remaining=shown)
         local = inv.balance.to_decimal()
         expected = "Paid In Full" if inv.balance.minor == 0 else "Open"
         if remaining != local or status != expected:
             report.drift.append({
-                "invoice": inv.id, "netsuite_status": status, "netsuite_amount_remaining": str(remaining),
+                "invoice": inv.id, "netsuite_status": status, "netsuite_amount_remaining": shown,
                 "local_status": inv.status.value, "local_balance": inv.balance.format(),
             })
 

@@ -337,6 +337,24 @@ def _patch(r: Any, srv: Any, web: Any) -> None:
 
     r.Charge._api_list_all = classmethod(charge_list)
 
+    # payment_intents.list(created=..., customer=...): localstripe takes no filter at
+    # all; Stripe takes both and lists newest first (a crashed `collect` is found by
+    # listing recent PaymentIntents and matching their metadata).
+    orig_pi_list = r.PaymentIntent._api_list_all.__func__
+
+    def payment_intent_list(cls: Any, /, url: Any, created: Any = None, customer: Any = None,
+                            **kw: Any) -> Any:
+        li = orig_pi_list(cls, url, **kw)
+        if created is not None:
+            li._list = [x for x in li._list if _created_ok(x.created, created)]
+        if customer is not None:
+            li._list = [x for x in li._list if x.customer == customer]
+        order = {k: i for i, k in enumerate(store)}
+        li._list.sort(key=lambda x: (x.created, order.get("payment_intent:" + x.id, 0)), reverse=True)
+        return li
+
+    r.PaymentIntent._api_list_all = classmethod(payment_intent_list)
+
     # ---- rule 9: declines ----------------------------------------------------
     orig_article = r.PaymentMethod._try_get_canonical_test_article.__func__
 

@@ -1,0 +1,148 @@
+"""``pull``: open invoices from NetSuite (SuiteQL) into the cache, and expiring authorizations.
+
+An invoice new to the cache is added; one already there is updated only where
+NetSuite changed it; a change that conflicts with local payments (a new total
+below what was paid, another currency) is reported, not written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from kollrefund.actions import Context
+from kollrefund.domain import Invoice, Payment, iso, new_invoice, settle_invoice
+from kollrefund.errors import KollrefundError, UsageError
+from kollrefund.money import Money, normalize_currency
+from kollrefund.store import AuditEntry, now
+
+# Card networks' windows when Stripe gives no capture_before: 7 days for
+# customer-initiated online card payments (Visa's merchant-initiated ones lapse
+# after about 5 -- see README).
+DEFAULT_AUTHORIZATION_DAYS = 7
+
+
+@dataclass
+class PullReport:
+    dry_run: bool
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    conflicts: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _local_id(row: dict[str, Any]) -> str:
+    return str(row.get("externalid") or row.get("tranid") or f"NS-{row['id']}")
+
+
+def _from_row(row: dict[str, Any]) -> Invoice:
+    from kollrefund.netsuite import amount
+
+    currency = normalize_currency(str(row.get("currency") or ""))
+    total = Money.parse(amount(row["foreigntotal"]), currency)
+    return new_invoice(
+        _local_id(row), str(row.get("customername") or row.get("entity") or "?"), total,
+        netsuite_id=str(row["id"]), customer_netsuite_id=str(row["entity"]) if row.get("entity") else None,
+    )
+
+
+def pull(ctx: Context, *, since: str | None, dry_run: bool, confirm: Callable[[int], None]) -> PullReport:
+    from kollrefund.netsuite import NetSuiteClient, amount, open_invoices_query
+    from kollrefund.sync import client_config
+
+    since_date = None
+    if since is not None:
+        try:
+            since_date = date.fromisoformat(since.strip())
+        except ValueError:
+            raise UsageError(f"{since!r} is not a date like 2026-11-01.") from None
+    config = client_config(ctx.settings)
+    with NetSuiteClient(config) as client:
+        rows = list(client.suiteql(open_invoices_query(since_date)))
+    report = PullReport(dry_run=dry_run)
+    with ctx.open_store(readonly=dry_run) as store:
+        plan: list[tuple[Invoice | None, Invoice]] = []
+        for row in rows:
+            try:
+                fresh = _from_row(row)
+            except KollrefundError as exc:
+                report.conflicts.append(f"NetSuite invoice {row.get('id')}: {exc.message}")
+                continue
+            remaining = amount(row.get("foreignamountunpaid", "0"))
+            old = store.find_invoice(fresh.id)
+            if old is None:
+                plan.append((None, fresh))
+                report.added.append(fresh.id)
+                if remaining != fresh.total.to_decimal():
+                    report.notes.append(f"{fresh.id}: NetSuite shows {remaining} remaining of {fresh.total.format()}; "
+                                        "payments made outside kollrefund are not in the cache")
+                continue
+            merged = replace(old, customer=fresh.customer, netsuite_id=fresh.netsuite_id,
+                             customer_netsuite_id=fresh.customer_netsuite_id or old.customer_netsuite_id)
+            if fresh.currency != old.currency:
+                report.conflicts.append(f"{old.id}: NetSuite has it in {fresh.currency.upper()}, the cache in "
+                                        f"{old.currency.upper()}; not changed")
+                continue
+            if fresh.total != old.total:
+                try:
+                    merged = settle_invoice(replace(merged, total=fresh.total), store.payments_for_invoice(old.id))
+                except KollrefundError:
+                    report.conflicts.append(f"{old.id}: NetSuite's total {fresh.total.display()} is below what was "
+                                            f"paid here; not changed")
+                    continue
+            if merged == old:
+                report.unchanged += 1
+            else:
+                plan.append((old, merged))
+                report.updated.append(old.id)
+        if dry_run or not plan:
+            return report
+        confirm(len(plan))
+        with store.transaction():
+            for old, inv in plan:
+                if old is None:
+                    ts = iso(now())
+                    store.insert_invoices([(
+                        inv.id, inv.customer, inv.currency, inv.total.minor, inv.balance.minor, inv.status.value,
+                        inv.netsuite_id, inv.customer_netsuite_id, None, None, None, ts, ts,
+                    )])
+                else:
+                    store.save_invoice(inv)
+                store.audit(AuditEntry(
+                    action="invoice.pulled" if old is None else "invoice.pull_update", operator=ctx.operator,
+                    subject_id=inv.id, invoice_id=inv.id, balance_before=old.balance if old else None,
+                    balance_after=inv.balance, netsuite_ref=inv.netsuite_id,
+                ))
+    return report
+
+
+@dataclass(frozen=True, slots=True)
+class Expiring:
+    payment: Payment
+    deadline: str
+    source: str  # "stripe" (capture_before) or "card network window"
+    days_left: float
+
+
+def expiring(ctx: Context, *, days: int) -> list[Expiring]:
+    """Authorized payments whose authorization lapses within ``days`` days."""
+    if days < 0 or days > 60:
+        raise UsageError(f"--days must be between 0 and 60, not {days}.")
+    at = now()
+    horizon = at + timedelta(days=days)
+    out: list[Expiring] = []
+    with ctx.open_store(readonly=True) as store:
+        for p, capture_before, created_at in store.authorized_payments():
+            if capture_before:
+                deadline = datetime.strptime(capture_before, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+                source = "stripe"
+            else:
+                made = datetime.strptime(created_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+                deadline = made + timedelta(days=DEFAULT_AUTHORIZATION_DAYS)
+                source = "card network window"
+            if deadline <= horizon:
+                out.append(Expiring(p, iso(deadline), source, round((deadline - at).total_seconds() / 86400, 1)))
+    return sorted(out, key=lambda e: e.deadline)
