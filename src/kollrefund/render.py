@@ -45,7 +45,8 @@ def console(*, stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     if plain_output(stream):
         return Console(
-            file=stream, no_color=True, highlight=False, emoji=False, width=250, force_terminal=False, soft_wrap=True
+            # wide enough that no column is ever cut: piped output is for grep and scripts
+            file=stream, no_color=True, highlight=False, emoji=False, width=1000, force_terminal=False, soft_wrap=True
         )
     return Console(file=stream, highlight=False, emoji=False, stderr=stderr)
 
@@ -79,8 +80,9 @@ def _sync_cell(sync: SyncState) -> Text:
     text = Text(sync.netsuite_id or "—")
     text.append(" ")
     text.append_text(_status(sync.sync))
-    if sync.error:
-        text.append(f" ({sync.error})", style="red")
+    if sync.error:  # the full detail is in --json and `kollrefund sync`
+        short = sync.error if len(sync.error) <= 90 else sync.error[:89] + "…"
+        text.append(f" ({short})", style="red")
     return text
 
 
