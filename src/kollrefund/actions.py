@@ -10,9 +10,8 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kollrefund import importer
 from kollrefund.domain import (
     Invoice,
     InvoiceStatus,
@@ -27,10 +26,12 @@ from kollrefund.domain import (
     settle_invoice,
 )
 from kollrefund.errors import KollrefundError, NotFound, UsageError
-from kollrefund.importer import InvoiceRow, PaymentRow, RowErrors
 from kollrefund.money import Money
 from kollrefund.store import AuditEntry, Store, now
 from kollrefund.views import ImportResult, InvoiceView, PaymentView, RefundView
+
+if TYPE_CHECKING:  # the importer (csv, json, re, decimal) loads only for `import`: read-only commands start faster
+    from kollrefund.importer import InvoiceRow, PaymentRow, RowErrors
 
 
 @dataclass
@@ -92,7 +93,7 @@ def list_payments(ctx: Context, *, status: str | None = None) -> list[PaymentVie
 # A check of payment rows against the PSP (Stripe), supplied by the caller when a key
 # is configured: it returns, per payment id, the facts the PSP holds (captured and
 # refunded amounts, status), and adds a row error for anything that disagrees.
-PaymentVerifier = Callable[[Sequence[PaymentRow], RowErrors], dict[str, "VerifiedPayment"]]
+PaymentVerifier = Callable[[Sequence["PaymentRow"], "RowErrors"], dict[str, "VerifiedPayment"]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +131,8 @@ def import_file(
     verifier: PaymentVerifier | None = None,
 ) -> ImportResult:
     """Load invoices or payments; all or nothing."""
+    from kollrefund import importer
+
     if kind is not None and kind not in importer.KINDS:
         raise UsageError(f"Unknown kind {kind!r}; use invoices or payments.")
     kind, rows = importer.read_file(path, kind)
@@ -156,10 +159,12 @@ def _invoice_diff(old: Invoice, row: InvoiceRow) -> list[str]:
 def _import_invoices(
     ctx: Context, path: Path, parsed: list[InvoiceRow], *, dry_run: bool, update: bool
 ) -> ImportResult:
+    from kollrefund.importer import RowErrors, chunks
+
     with ctx.open_store(readonly=dry_run) as store:
         errors = RowErrors(path)
         existing: dict[str, Invoice] = {}
-        for chunk in importer.chunks([r.id for r in parsed], 500):
+        for chunk in chunks([r.id for r in parsed], 500):
             existing.update(store.invoices_by_id(chunk))
         changed: list[tuple[InvoiceRow, Invoice]] = []
         changes: list[str] = []
@@ -267,6 +272,8 @@ def _import_payments(
     dry_run: bool,
     verifier: PaymentVerifier | None,
 ) -> ImportResult:
+    from kollrefund.importer import RowErrors
+
     with ctx.open_store(readonly=dry_run) as store:
         errors = RowErrors(path)
         invoices = store.invoices_by_id({r.invoice_id for r in parsed})

@@ -17,7 +17,6 @@ import getpass
 import os
 import shlex
 import stat
-import tomllib
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -316,6 +315,8 @@ class LoadedSettings:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    import tomllib  # only when there is a config file: a command without one starts faster
+
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
