@@ -13,7 +13,10 @@ A crash between 1 and 3 leaves an open intent. The next money command on that
 payment (or ``kollrefund resume``) finishes it: first by asking Stripe (the
 refunds of the PaymentIntent, or PaymentIntents by metadata -- this works after
 Stripe's 24-hour key window too), and only when Stripe has nothing, by sending
-again with the same key. A per-payment file lock keeps two operators from moving
+again with the same key. When the command that finished it is the same
+movement again (same kind and amount, or "all" with nothing left), it stops
+there: "safe to run the same command again" means the rerun completes the first
+attempt, it does not repeat it. A per-payment file lock keeps two operators from moving
 money on one payment at once; the database's write lock keeps their
 transactions apart.
 """
@@ -72,6 +75,7 @@ class MovementResult:
     payment: PaymentView | None = None
     refund_id: str | None = None
     recovered: list[str] = field(default_factory=list)
+    rerun: bool = False  # this run only finished the same movement that an earlier run left half done
 
 
 Confirm = Callable[[Plan], None]
@@ -182,7 +186,7 @@ def _guard(ctx: Context, store: Store, gw: StripeGateway, p: Payment, *, dry_run
 
 def resume_payment(ctx: Context, store: Store, gw: StripeGateway, payment_id: str) -> list[str]:
     """Finish every open intent on one payment (caller holds its lock)."""
-    return [note for _, note in _resume(ctx, store, gw, payment_id)]
+    return [text for _, text in _resume(ctx, store, gw, payment_id)]
 
 
 def _resume(ctx: Context, store: Store, gw: StripeGateway, payment_id: str) -> list[tuple[Intent, str]]:
@@ -244,9 +248,8 @@ def _rerun_result(store: Store, intent: Intent, action: str, recovered: list[str
     others = [q for q in store.payments_for_invoice(invoice.id) if q.id != p.id]
     before = d.invoice_balance(invoice.total, [*others, before_p])
     status_before = "—" if action in ("charge", "authorize") else before_p.status.value
-    plan = Plan(action, p.id, p.invoice_id, amount, before, invoice.balance, status_before, p.status.value,
-                detail="finished the interrupted first attempt; nothing more was moved")
-    return _result(store, plan, refund_id=refund_id, recovered=recovered)
+    plan = Plan(action, p.id, p.invoice_id, amount, before, invoice.balance, status_before, p.status.value)
+    return replace(_result(store, plan, refund_id=refund_id, recovered=recovered), rerun=True)
 
 
 def _finish(ctx: Context, store: Store, gw: StripeGateway, intent: Intent) -> str:
@@ -362,6 +365,7 @@ def _finish_void(ctx: Context, store: Store, gw: StripeGateway, intent: Intent) 
             _close_failed(store, intent, exc)
             raise
         how = "sent again with the same idempotency key"
+    faults.point("void.stripe_answered")
     with store.transaction():
         p = store.get_payment(intent.payment_id)
         if sp.status == "canceled" and p.status is PaymentStatus.AUTHORIZED:
@@ -375,6 +379,7 @@ def _finish_void(ctx: Context, store: Store, gw: StripeGateway, intent: Intent) 
         else:
             store.close_intent(intent.id, "failed")
             stripe_truth.absorb(store, operator=intent.operator, payment=p, sp=sp, why="void finished elsewhere")
+    faults.point("void.local_commit")
     return f"{p.id}: unfinished void {how}: Stripe status {sp.status}"
 
 
@@ -468,7 +473,7 @@ def refund(
             check_stripe_amount(wanted)
         with money_lock(ctx, payment_id):
             finished = [] if dry_run else _resume(ctx, store, gw, payment_id)
-            recovered = [note for _, note in finished]
+            recovered = [text for _, text in finished]
             p = store.get_payment(payment_id)
             rerun = _rerun_of(store, finished, "refund", wanted, p.refundable)
             if rerun is not None:
@@ -523,7 +528,7 @@ def capture(
             check_stripe_amount(wanted)
         with money_lock(ctx, payment_id):
             finished = [] if dry_run else _resume(ctx, store, gw, payment_id)
-            recovered = [note for _, note in finished]
+            recovered = [text for _, text in finished]
             p = store.get_payment(payment_id)
             rerun = _rerun_of(store, finished, "capture", wanted, p.capturable)
             if rerun is not None:
@@ -562,7 +567,7 @@ def void(
         p = store.get_payment(payment_id)
         with money_lock(ctx, payment_id):
             finished = [] if dry_run else _resume(ctx, store, gw, payment_id)
-            recovered = [note for _, note in finished]
+            recovered = [text for _, text in finished]
             p = store.get_payment(payment_id)
             rerun = _rerun_of(store, finished, "void", None, p.capturable)
             if rerun is not None:
@@ -580,6 +585,12 @@ def void(
                     kind="void", payment_id=p.id, refund_id=None, amount_minor=None,
                     idempotency_key=_key("void", p.id), params={}, operator=ctx.operator, reason=note,
                 )
+                store.audit(AuditEntry(
+                    action="void.requested", operator=ctx.operator, subject_id=p.id, invoice_id=p.invoice_id,
+                    payment_id=p.id, amount=p.amount, balance_before=before.balance, reason=note,
+                    stripe_ref=p.psp_reference,
+                ))
+            faults.point("void.intent_recorded")
             intent = next(i for i in store.open_intents(p.id) if i.id == intent_id)
             _finish_void(ctx, store, gw, intent)
             return _result(store, plan, recovered=recovered)
@@ -605,7 +616,7 @@ def collect(
                     if store.open_intents(p.id):
                         with money_lock(ctx, p.id):
                             finished += _resume(ctx, store, gw, p.id)
-            recovered = [note for _, note in finished]
+            recovered = [text for _, text in finished]
             invoice = store.get_invoice(invoice_id)
             payments = store.payments_for_invoice(invoice_id)
             open_amount = d.open_amount(invoice, payments)

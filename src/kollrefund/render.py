@@ -306,7 +306,8 @@ def plan_json(plan: Any) -> dict[str, Any]:
 
 
 def movement_json(result: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"dry_run": result.dry_run, "plan": plan_json(result.plan), "recovered": result.recovered}
+    out: dict[str, Any] = {"dry_run": result.dry_run, "plan": plan_json(result.plan), "recovered": result.recovered,
+                           "rerun": result.rerun}
     if result.invoice is not None:
         out["invoice"] = invoice_json(result.invoice.invoice, result.invoice.sync)
     if result.payment is not None:
@@ -332,7 +333,11 @@ def print_movement(result: Any) -> None:
             "authorize": "Authorized"}[result.plan.action]
     pid = result.payment.payment.id if result.payment else result.plan.payment_id
     extra = f" as {result.refund_id}" if result.refund_id else ""
-    out.print(Text(f"{done} {result.plan.amount.display()} on {pid}{extra}."))
+    if result.rerun:
+        out.print(Text(f"{done} {result.plan.amount.display()} on {pid}{extra} by finishing the interrupted earlier "
+                       "run of this command; nothing more was moved. Run it again to move more."))
+    else:
+        out.print(Text(f"{done} {result.plan.amount.display()} on {pid}{extra}."))
     if result.payment is not None:
         out.print(payments_table([result.payment], title="Payment"))
         if result.payment.refunds:

@@ -105,7 +105,13 @@ def _translate(exc: stripe.StripeError, doing: str) -> Exception:
             hint="Check stripe.api_key (KOLLREFUND_STRIPE__API_KEY); a restricted key needs write access "
             "to PaymentIntents and Refunds.",
         )
-    if isinstance(exc, (stripe.APIConnectionError, stripe.RateLimitError)) or (status is not None and status >= 500):
+    # 409 (idempotency_key_in_use, or a conflict on the object) means an earlier request
+    # with our key may still be executing in Stripe: the outcome is unknown, not refused.
+    if (
+        isinstance(exc, (stripe.APIConnectionError, stripe.RateLimitError))
+        or (status is not None and (status >= 500 or status == 409))
+        or code in ("idempotency_key_in_use", "lock_timeout")
+    ):
         return ProviderUnavailable(
             f"Stripe could not be reached or did not answer while {doing}{ref}; the outcome is unknown.",
             hint="It is safe to run the same command again (or `kollrefund resume`).",
