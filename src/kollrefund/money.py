@@ -17,6 +17,7 @@ The exponents are Stripe's, not ISO 4217's (https://docs.stripe.com/currencies):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
@@ -36,6 +37,7 @@ SUPPORTED = frozenset(
     sek sgd shp sle sos srd std szl thb tjs tnd top try ttd twd tzs uah ugx uyu uzs vnd vuv
     wst xaf xcd xof xpf yer zar zmw""".split()
 )
+_PLAIN_DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)\Z")
 # The step a Stripe charge or refund amount must be a multiple of, in minor units.
 _STRIPE_STEP = {**dict.fromkeys(THREE_DECIMAL, 10), "isk": 100}
 
@@ -82,12 +84,14 @@ class Money:
         """
         cur = normalize_currency(currency)
         raw = str(text).strip()
+        # Plain decimal notation only: "1e3" or "1_000" are valid Decimals but no operator
+        # means them as an amount, and a typo must not become a thousand dollars.
+        if not _PLAIN_DECIMAL.match(raw):
+            raise UsageError(f"{raw!r} is not an amount; write it like 12.34.")
         try:
             value = Decimal(raw)
         except InvalidOperation:
             raise UsageError(f"{raw!r} is not an amount; write it like 12.34.") from None
-        if not value.is_finite():
-            raise UsageError(f"{raw!r} is not an amount; write it like 12.34.")
         exp = exponent(cur)
         scaled = value.scaleb(exp)
         if scaled != scaled.to_integral_value():
