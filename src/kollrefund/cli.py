@@ -123,7 +123,7 @@ def payments_cmd(
         typer.Option("--status", help="pending, authorized, paid, partially_refunded, refunded, canceled or failed."),
     ] = None,
     expiring: Annotated[bool, typer.Option("--expiring", help="Only authorizations about to lapse.")] = False,
-    days: Annotated[int, typer.Option("--days", help="With --expiring: lapsing within this many days.")] = 2,
+    days: Annotated[int, typer.Option("--days", help="With --expiring: lapsing within this many days.")] = 6,
     as_json: JsonOpt = False,
 ) -> None:
     """List payments from the cache."""

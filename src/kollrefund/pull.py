@@ -1,8 +1,14 @@
 """``pull``: open invoices from NetSuite (SuiteQL) into the cache, and expiring authorizations.
 
-An invoice new to the cache is added; one already there is updated only where
-NetSuite changed it; a change that conflicts with local payments (a new total
+An invoice new to the cache is added; one already there (found by its NetSuite
+internal id first, then by its external id or document number) is updated only
+where NetSuite changed it; a change that conflicts with local payments (a new total
 below what was paid, another currency) is reported, not written.
+
+Also reported and not written: a new invoice NetSuite shows as paid in part (its
+payments are not in the cache, so its balance here would be wrong and `collect`
+could charge more than is owed), and a NetSuite invoice whose local id already
+belongs to an invoice linked to another NetSuite record.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from kollrefund.actions import Context
@@ -36,6 +43,13 @@ class PullReport:
 
 def _local_id(row: dict[str, Any]) -> str:
     return str(row.get("externalid") or row.get("tranid") or f"NS-{row['id']}")
+
+
+def _show(value: Decimal, currency: str) -> str:
+    try:
+        return Money.parse(value, currency).display()
+    except KollrefundError:
+        return f"{value} {currency.upper()}"
 
 
 def _from_row(row: dict[str, Any]) -> Invoice:
@@ -65,6 +79,8 @@ def pull(ctx: Context, *, since: str | None, dry_run: bool, confirm: Callable[[i
     report = PullReport(dry_run=dry_run)
     with ctx.open_store(readonly=dry_run) as store:
         plan: list[tuple[Invoice | None, Invoice]] = []
+        by_netsuite_id = {inv.netsuite_id: inv for inv in store.list_invoices() if inv.netsuite_id}
+        planned_ids: set[str] = set()
         for row in rows:
             try:
                 fresh = _from_row(row)
@@ -72,13 +88,32 @@ def pull(ctx: Context, *, since: str | None, dry_run: bool, confirm: Callable[[i
                 report.conflicts.append(f"NetSuite invoice {row.get('id')}: {exc.message}")
                 continue
             remaining = amount(row.get("foreignamountunpaid", "0"))
-            old = store.find_invoice(fresh.id)
+            linked = by_netsuite_id.get(fresh.netsuite_id) if fresh.netsuite_id else None
+            old = linked or store.find_invoice(fresh.id)
+            if old is not None and old.netsuite_id and old.netsuite_id != fresh.netsuite_id:
+                report.conflicts.append(
+                    f"{old.id}: linked here to NetSuite invoice {old.netsuite_id}, but NetSuite invoice "
+                    f"{fresh.netsuite_id} also carries that id; not changed")
+                continue
+            if linked is not None and row.get("externalid") and str(row["externalid"]) != linked.id:
+                report.conflicts.append(
+                    f"{linked.id}: linked here to NetSuite invoice {fresh.netsuite_id}, whose external id is "
+                    f"{row['externalid']}; not changed")
+                continue
             if old is None:
-                plan.append((None, fresh))
-                report.added.append(fresh.id)
+                if fresh.id in planned_ids:
+                    report.conflicts.append(f"{fresh.id}: NetSuite has more than one open invoice with this id "
+                                            f"(another is {fresh.netsuite_id}); not added")
+                    continue
                 if remaining != fresh.total.to_decimal():
-                    report.notes.append(f"{fresh.id}: NetSuite shows {remaining} remaining of {fresh.total.format()}; "
-                                        "payments made outside kollrefund are not in the cache")
+                    report.conflicts.append(
+                        f"{fresh.id}: NetSuite shows {_show(remaining, fresh.currency)} remaining of "
+                        f"{fresh.total.display()}; it was paid in part outside kollrefund, so it is not added "
+                        "(import it with its payments instead)")
+                    continue
+                plan.append((None, fresh))
+                planned_ids.add(fresh.id)
+                report.added.append(fresh.id)
                 continue
             merged = replace(old, customer=fresh.customer, netsuite_id=fresh.netsuite_id,
                              customer_netsuite_id=fresh.customer_netsuite_id or old.customer_netsuite_id)
@@ -115,8 +150,28 @@ def pull(ctx: Context, *, since: str | None, dry_run: bool, confirm: Callable[[i
                     action="invoice.pulled" if old is None else "invoice.pull_update", operator=ctx.operator,
                     subject_id=inv.id, invoice_id=inv.id, balance_before=old.balance if old else None,
                     balance_after=inv.balance, netsuite_ref=inv.netsuite_id,
+                    detail={"source": "NetSuite SuiteQL", "changes": _changes(old, inv)},
                 ))
     return report
+
+
+_PULLED_FIELDS = ("customer", "currency", "total", "balance", "status", "netsuite_id", "customer_netsuite_id")
+
+
+def _changes(old: Invoice | None, new: Invoice) -> list[str]:
+    """What a pull wrote, field by field, for the audit trail."""
+
+    def show(value: object) -> str:
+        return value.display() if isinstance(value, Money) else str(getattr(value, "value", value))
+
+    out = []
+    for name in _PULLED_FIELDS:
+        after = getattr(new, name)
+        if old is None:
+            out.append(f"{name} {show(after)}")
+        elif getattr(old, name) != after:
+            out.append(f"{name} {show(getattr(old, name))} → {show(after)}")
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,10 +2,17 @@
 
 Which payments are read from Stripe: those updated since ``--since`` (default: the
 stored cursor less a day), every payment with an authorization or a refund still
-pending (a refund can fail days later), and every payment that has a refund
-created since the cursor (a refund made in the Dashboard). Stripe's refunds are
-matched to local ones by ``metadata.kollrefund_refund_id`` first, then by Stripe
-id, so however often reconcile runs one Stripe refund is one local refund.
+pending, every payment with a refund that counts created in the last
+``REFUND_WATCH`` (a refund Stripe reported as succeeded can fail days or weeks
+later), every payment that has a refund created since the cursor (a refund made
+in the Dashboard), and every payment the last ``--fix`` left with drift (so drift
+is reported until someone resolves it, however far the cursor has moved). Stripe's
+refunds are matched to local ones by ``metadata.kollrefund_refund_id`` first, then
+by Stripe id, so however often reconcile runs one Stripe refund is one local refund.
+
+A drift counts as fixed only when Stripe and the cache agree on it after the fix;
+what reconcile cannot record (say, a payment imported as 120.00 that Stripe
+captured as 100.00) stays unresolved, and the exit status says so.
 
 NetSuite: each synced invoice is read back (or, without NetSuite configured, its
 last known state from ``sync`` is used) and compared with the local balance.
@@ -14,6 +21,7 @@ NetSuite drift is reported, never overwritten: a hand edit there needs a person.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,6 +37,8 @@ from kollrefund.store import Store, now
 
 CURSOR_KEY = "reconcile.stripe_cursor"
 CURSOR_OVERLAP = timedelta(days=1)  # refunds can be created a little before we last looked
+UNRESOLVED_KEY = "reconcile.unresolved_payments"  # JSON list of payment ids left with drift by --fix
+REFUND_WATCH = timedelta(days=120)  # a refund that counts is read again for this long after it was made
 
 
 @dataclass
@@ -84,22 +94,33 @@ def _refund_drift(store: Store, p: Payment, sp: Any) -> list[Drift]:
     return out
 
 
+def _at(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
 def _candidates(store: Store, gw: Any, since: str | None) -> tuple[list[Payment], int]:
+    started = now()
     cursor = store.get_meta(CURSOR_KEY)
-    start = since or (
-        iso(datetime.strptime(cursor, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) - CURSOR_OVERLAP) if cursor else None
-    )
+    start = since or (iso(_at(cursor) - CURSOR_OVERLAP) if cursor else None)
     chosen: dict[str, Payment] = {p.id: p for p in store.stripe_payments(updated_since=start)}
     open_refunds = store.payments_with_open_refunds()
+    left_over = set(json.loads(store.get_meta(UNRESOLVED_KEY) or "[]"))
+    watch_from = iso(started - REFUND_WATCH)
     for p in store.stripe_payments():
-        if p.id in open_refunds or p.status in (PaymentStatus.AUTHORIZED, PaymentStatus.PENDING):
+        if (
+            p.id in open_refunds
+            or p.id in left_over
+            or p.status in (PaymentStatus.AUTHORIZED, PaymentStatus.PENDING)
+            or (p.refunded.minor > 0 and any(
+                r.status.counts and r.created_at >= watch_from for r in store.refunds_for_payment(p.id)))
+        ):
             chosen.setdefault(p.id, p)
-    created_gte = int(datetime.strptime(start, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()) if start else 0
+    created_gte = int(_at(start).timestamp()) if start else 0
     for pi_id, _refund in gw.refunds_since(created_gte):
         found = store.find_payment_by_reference(pi_id) if pi_id else None
         if found is not None:
             chosen.setdefault(found.id, found)
-    return sorted(chosen.values(), key=lambda p: p.id), int(now().timestamp())
+    return sorted(chosen.values(), key=lambda p: p.id), int(started.timestamp())
 
 
 def reconcile(
@@ -112,11 +133,14 @@ def reconcile(
     with ctx.open_store(readonly=dry_run or not fix) as store:
         payments, started = _candidates(store, gw, since_text)
         found: list[tuple[Payment, Any, list[Drift]]] = []
+        missing: list[str] = []  # payments whose PaymentIntent Stripe does not have
+        left_with_drift: set[str] = set()
         for i, p in enumerate(payments, start=1):
             assert p.psp_reference is not None
             sp = gw.find_payment(p.psp_reference)
             if sp is None:
                 report.drift.append(Drift(p.id, "PaymentIntent", p.psp_reference, "does not exist"))
+                missing.append(p.id)
             else:
                 drift = _stripe_drift(p, sp) + _refund_drift(store, p, sp)
                 if drift:
@@ -138,12 +162,24 @@ def reconcile(
                                                                 sp=fresh, why="reconcile --fix")
                     except KollrefundError as exc:
                         report.fixes.append(f"{p.id}: not fixed: {exc.message}")
+                        left_with_drift.add(p.id)
                         continue
+                    # fixed is what Stripe and the cache now agree on, nothing more
+                    after = store.get_payment(p.id)
+                    remaining = _stripe_drift(after, fresh) + _refund_drift(store, after, fresh)
+                    still = {(r.record, r.what) for r in remaining}
                     for d in drift:
-                        d.fixed = True
+                        d.fixed = (d.record, d.what) not in still
+                    known = {(d.record, d.what) for d in drift}
+                    report.drift += [r for r in remaining if (r.record, r.what) not in known]
+                    if remaining:
+                        left_with_drift.add(p.id)
         if fix and not dry_run:
+            left_with_drift.update(p.id for p, _sp, drift in found if any(not d.fixed for d in drift))
+            left_with_drift.update(missing)
             with store.transaction():
                 store.set_meta(CURSOR_KEY, iso(datetime.fromtimestamp(started, UTC)))
+                store.set_meta(UNRESOLVED_KEY, json.dumps(sorted(left_with_drift)))
         _netsuite(ctx, store, report)
     return report
 

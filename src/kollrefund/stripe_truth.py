@@ -104,7 +104,8 @@ def _record_outside_refund(
         store.enqueue("refund", refund_id, depends_on=store.last_outbox_id(p.id))
     changes.append(f"{sr.id} ({sr.amount.display()}, {sr.status}) was made outside kollrefund; recorded as {refund_id}")
     store.audit(AuditEntry(
-        action="refund.recorded_from_stripe", operator=operator, subject_id=refund_id, payment_id=p.id,
+        action="refund.recorded_from_stripe", operator=operator, subject_id=refund_id, invoice_id=p.invoice_id,
+        payment_id=p.id,
         refund_id=refund_id, amount=sr.amount, reason=sr.reason, stripe_ref=sr.id,
     ))
     return p
