@@ -107,7 +107,8 @@ def test_audit_rows_written_by_import(cli: Cli) -> None:
     seed(cli)
     audit = cli.snapshot()["audit"]
     actions = [row[3] for row in audit]
-    assert actions == ["import.invoices", "import.payment"]
+    assert actions == ["import.invoices", "invoice.imported", "invoice.imported", "invoice.imported", "import.payment"]
+    assert [row[4] for row in audit[1:4]] == ["INV-9", "INV-10", "INV-11"]  # subject ids, in file order
     assert all(row[2] == "tester" for row in audit)
 
 

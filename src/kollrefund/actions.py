@@ -261,6 +261,8 @@ def _import_invoices(
                         },
                     )
                 )
+                # one row per invoice too, so `kollrefund log INV-9` shows where it came from
+                store.audit_imported_invoices(new_rows, operator=ctx.operator, source=f"{path.name} sha256:{digest}")
         return result
 
 

@@ -667,6 +667,19 @@ class Store:
             ),
         )
 
+    def audit_imported_invoices(self, rows: Sequence[tuple[Any, ...]], *, operator: str, source: str) -> None:
+        """One ``invoice.imported`` audit row per new invoice (tuples in ``_INVOICE_COLS`` order), in bulk."""
+        at = iso(now())
+        detail = json.dumps({"source": source})
+        self.conn.executemany(
+            "INSERT INTO audit (at, operator, action, subject_id, invoice_id, amount, currency, balance_after, detail) "
+            "VALUES (?,?,'invoice.imported',?,?,?,?,?,?)",
+            (
+                (at, operator, r[0], r[0], m := Money(r[3], r[2]).format(), r[2], m, detail)
+                for r in rows
+            ),
+        )
+
     def audit_rows(
         self, *, subject: str | None = None, since: str | None = None, limit: int | None = None
     ) -> list[dict[str, Any]]:
