@@ -128,10 +128,10 @@ class Store:
             conn.execute("PRAGMA foreign_keys = ON")
             if readonly:
                 if migrations.pending(db):
-                    raise ConfigError(
-                        f"The cache at {path} was made by another version of kollrefund.",
-                        hint="Run any kollrefund command that writes (e.g. import) to upgrade it.",
-                    )
+                    # an older cache: upgrade it once (each migration is atomic), then read
+                    conn.close()
+                    cls.open(path).close()
+                    return cls.open(path, readonly=True)
             else:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = FULL")
