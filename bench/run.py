@@ -21,12 +21,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_import
 import bench_refund
 import bench_status
+import bench_sync
 from _common import Result, log, ms, print_results, save_results
 
 BENCHES: dict[str, Callable[..., list[Result]]] = {
     "status": bench_status.run,
     "import": bench_import.run,
     "refund": bench_refund.run,
+    "sync": bench_sync.run,
 }
 
 

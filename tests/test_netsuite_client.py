@@ -416,3 +416,40 @@ def test_import_is_light() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_limiter_falls_back_to_the_clean_limit_when_a_probe_fails() -> None:
+    """Configured above NetSuite's limit, it settles there: a failed probe one above the
+    limit that ran clean goes back to it, not to half of it (bench_sync, at 4x the limit)."""
+    lim = AdaptiveLimiter(20)
+    lim.release(lim.acquire(), "throttled")
+    lim.release(lim.acquire(), "throttled")
+    lim.release(lim.acquire(), "throttled")
+    assert lim.limit == 2  # 20 -> 10 -> 5 -> 2: nothing known to be clean yet
+    for _ in range(4):
+        lim.release(lim.acquire(), "ok")
+    assert lim.limit == 3 and lim.good == 2
+    for _ in range(6):
+        lim.release(lim.acquire(), "ok")
+    assert lim.limit == 4 and lim.good == 3
+    lim.release(lim.acquire(), "throttled")  # the probe at 4 fails
+    assert lim.limit == 3  # back to the clean 3, not 4 // 2
+    lim.release(lim.acquire(), "throttled")  # and at the clean limit itself: capacity shrank
+    assert lim.limit == 1 and lim.good == 0
+
+
+def test_proxy_settings_from_the_environment_still_apply(ns: NetSuiteSandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client resolves HTTP(S)_PROXY / NO_PROXY once instead of per request: same effect."""
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    inv = ns.add_invoice(external_id="INV-1", customer_id="4", total="1")
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{dead}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with NetSuiteClient(tba(ns, max_retries=0), no_backoff=True) as c, pytest.raises(ProviderUnavailable):
+        c.get("invoice", inv)
+    assert ns.stats.total == 0  # it went to the proxy
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with NetSuiteClient(tba(ns, max_retries=0), no_backoff=True) as c:
+        assert c.get("invoice", inv)["id"] == inv

@@ -530,3 +530,26 @@ def test_control_endpoints_drive_a_sandbox(ns: NetSuiteSandbox) -> None:
     stats = requests.get(f"{ctl}/stats", timeout=5).json()
     assert stats["throttled"] == 1 and stats["by_method"]["GET"] == 3
     assert requests.post(f"{ctl}/faults", json={}, timeout=5).status_code == 400
+
+
+def test_answers_with_a_body_are_not_held_back_by_nagle(ns: NetSuiteSandbox) -> None:
+    """Headers and body written apart used to wait for the client's delayed ACK (~40 ms on
+    Linux) on every GET and every error -- a stall NetSuite doesn't have."""
+    inv = ns.add_invoice(external_id="INV-1", customer_id="4", total="10.00")
+    session = requests.Session()
+    times = []
+    for _ in range(9):
+        start = time.perf_counter()
+        resp = session.get(ns.url + f"{REC}/invoice/{inv}", auth=oauth(ns), timeout=10)
+        times.append(time.perf_counter() - start)
+        assert resp.status_code == 200 and resp.json()["id"] == inv
+    assert sorted(times)[4] < 0.03, times
+
+
+def test_latency_is_the_time_to_answer(ns: NetSuiteSandbox) -> None:
+    """set_latency(L): NetSuite answers L ms after the request came in (its own work included)."""
+    inv = ns.add_invoice(external_id="INV-1", customer_id="4", total="10.00")
+    ns.set_latency(120)
+    start = time.perf_counter()
+    assert call(ns, "GET", f"{REC}/invoice/{inv}").status_code == 200
+    assert 0.12 <= time.perf_counter() - start < 0.2

@@ -1,21 +1,27 @@
-"""Pushing the outbox to NetSuite: payments, then refunds, then a read-back of each invoice.
+"""Pushing the outbox to NetSuite: per invoice, payments and refunds, then a read-back.
 
 What NetSuite sees (SPEC): a payment is a ``customerPayment`` (externalId = the
 local payment id) applied to the invoice; a refund lowers that payment's
 ``apply`` line on the invoice (PATCH; at zero the line is unapplied) and creates
 a ``customerRefund`` (externalId = the local refund id) applied to the payment.
 So the invoice reads Open with its amount remaining and the payment stays listed.
+Each invoice's records go out in one job, in dependency order (see "planning"),
+and the invoice is read back at the end of its job; invoices run in parallel.
 
 Every write is idempotent -- creates are upserts by external id, the PATCH sets
-an absolute amount -- so a lost response, a crash or a second run cannot make a
-duplicate. A file lock keeps two ``sync`` runs from writing at once: the second
-waits for the first, then pushes whatever is still pending (usually nothing).
-HTTP runs on worker threads; every SQLite write happens on the calling thread.
+an absolute amount that only goes down as refunds are added -- so a lost response,
+a crash or a second run cannot make a duplicate or ask NetSuite for the impossible.
+A file lock keeps two ``sync`` runs from writing at once: the second waits for the
+first (up to two minutes), then pushes whatever is still pending (usually nothing).
+NetSuite refusing the credentials (401) stops the run: nothing more is sent, the
+records stay pending, exit 5. HTTP runs on worker threads; every SQLite write happens
+on the calling thread, committed in small batches.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -342,7 +348,9 @@ def _drain(store: Store, settings: Any, client: Any, report: SyncReport, progres
         _record_problem(store, item, item.problem or "", failed=True, report=report)
         tick(item)
 
-    def run(job: InvoiceJob) -> list[tuple[SyncItem, list[str] | Exception, int]]:
+    def run(job: InvoiceJob) -> tuple[list[tuple[SyncItem, list[str] | Exception, int]], Any]:
+        """Send one invoice's records in order, then read the invoice back (in the same job,
+        so the read-back of one invoice overlaps the writes of the others)."""
         ids = dict(job.known_ids)
         out: list[tuple[SyncItem, list[str] | Exception, int]] = []
         blocked: str | None = None
@@ -378,14 +386,21 @@ def _drain(store: Store, settings: Any, client: Any, report: SyncReport, progres
                     refused.append(exc)
                 out.append((item, exc, sent))
                 blocked = item.row.record_id
-        return out
-
-    touched: set[str] = set()
+        read: Any = None
+        wrote = any(isinstance(result, list) and sent for _item, result, sent in out)
+        if wrote and job.invoice.netsuite_id and not stop.is_set():
+            faults.point("sync.before_read_back")
+            try:
+                read = client.get("invoice", job.invoice.netsuite_id, expand=False)
+            except Exception as exc:
+                read = exc
+        return out, read
 
     def on_done(index: int, outcome: Any) -> None:
         if isinstance(outcome, Exception):  # a bug in run(): never lose the record
             raise outcome
-        for item, result, sent in outcome:
+        results, read = outcome
+        for item, result, sent in results:
             report.requests += sent
             if isinstance(result, _Aborted):
                 report.pending[item.row.record_id] = "not sent: NetSuite refused the credentials"
@@ -397,22 +412,63 @@ def _drain(store: Store, settings: Any, client: Any, report: SyncReport, progres
                     message = result.message if isinstance(result, KollrefundError) else type(result).__name__
                     _record_problem(store, item, message, failed=failed, report=report)
             else:
-                _record_success(store, item, result, report)
-                touched.add(item.invoice_id)
+                _record_success(commit, item, result, report)
             tick(item)
+        if read is not None:
+            report.requests += 1
+            _read_back(commit, jobs[index].invoice, read, report)
 
-    client.run_all([lambda job=job: run(job) for job in jobs], on_done=on_done)
+    commit = _Committer(store)
+    try:
+        client.run_all([lambda job=job: run(job) for job in jobs], on_done=on_done)
+    finally:
+        commit.flush()
+    report.drift.sort(key=lambda d: d["invoice"])
     if refused:
         raise refused[0]
-    _read_back(store, client, sorted(touched), report)
 
 
-def _record_success(store: Store, item: SyncItem, ids: Sequence[str], report: SyncReport) -> None:
+class _Committer:
+    """The local writes of a run, committed in batches (one fsync per batch, not per record).
+
+    Losing a batch to a crash only means its records are sent again next run, which the
+    upserts and absolute PATCHes make harmless (test_sync_crash.py). `sync.local_commit`
+    fires after each batch.
+    """
+
+    def __init__(self, store: Store, *, batch: int = 50, seconds: float = 0.25) -> None:
+        self.store = store
+        self.batch = batch
+        self.seconds = seconds
+        self._writes: list[Callable[[], None]] = []
+        self._since = 0.0
+
+    def add(self, write: Callable[[], None]) -> None:
+        if not self._writes:
+            self._since = time.monotonic()
+        self._writes.append(write)
+        if len(self._writes) >= self.batch or time.monotonic() - self._since >= self.seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._writes:
+            return
+        with self.store.transaction():
+            for write in self._writes:
+                write()
+        self._writes.clear()
+        faults.point("sync.local_commit")
+
+
+def _record_success(commit: _Committer, item: SyncItem, ids: Sequence[str], report: SyncReport) -> None:
     table = "payments" if item.row.kind == "payment" else "refunds"
-    with store.transaction():
+    store = commit.store
+
+    def write() -> None:
         store.set_sync(table, item.row.record_id, state="synced", netsuite_id=ids[-1] if ids else None)
         store.outbox_done(item.row.id)
-    faults.point("sync.local_commit")
+
+    commit.add(write)
     report.synced.append(item.row.record_id)
 
 
@@ -425,35 +481,24 @@ def _record_problem(store: Store, item: SyncItem, message: str, *, failed: bool,
     (report.failed if failed else report.pending)[item.row.record_id] = message
 
 
-def _read_back(store: Store, client: Any, invoice_ids: list[str], report: SyncReport) -> None:
-    """Read each touched invoice back; a disagreement with the local balance is drift."""
+def _read_back(commit: _Committer, inv: Invoice, outcome: Any, report: SyncReport) -> None:
+    """Record what NetSuite shows for an invoice just written; a disagreement with the local
+    balance (as it was when this run planned) is drift."""
     from kollrefund.netsuite import amount, status_name
 
-    invoices = [store.get_invoice(i) for i in invoice_ids]
-    jobs = [lambda inv=inv: client.get("invoice", inv.netsuite_id) for inv in invoices if inv.netsuite_id]
-    wanted = [inv for inv in invoices if inv.netsuite_id]
-
-    def on_done(index: int, outcome: Any) -> None:
-        inv = wanted[index]
-        report.requests += 1
-        if isinstance(outcome, Exception):
-            report.drift.append({"invoice": inv.id, "problem": f"could not read it back: {outcome}"})
-            return
-        status = status_name(outcome.get("status"))
-        remaining = amount(outcome.get("amountRemaining", "0"))
-        try:  # in the currency's decimals, as every amount at the edges ("30.00", not "30")
-            shown = Money.parse(remaining, inv.currency).format()
-        except KollrefundError:
-            shown = str(remaining)
-        with store.transaction():
-            store.set_invoice_netsuite_view(inv.id, status=status, amount_remaining=shown)
-        local = inv.balance.to_decimal()
-        expected = "Paid In Full" if inv.balance.minor == 0 else "Open"
-        if remaining != local or status != expected:
-            report.drift.append({
-                "invoice": inv.id, "netsuite_status": status, "netsuite_amount_remaining": shown,
-                "local_status": inv.status.value, "local_balance": inv.balance.format(),
-            })
-
-    faults.point("sync.before_read_back")
-    client.run_all(jobs, on_done=on_done)
+    if isinstance(outcome, Exception):
+        report.drift.append({"invoice": inv.id, "problem": f"could not read it back: {outcome}"})
+        return
+    status = status_name(outcome.get("status"))
+    remaining = amount(outcome.get("amountRemaining", "0"))
+    try:  # in the currency's decimals, as every amount at the edges ("30.00", not "30")
+        shown = Money.parse(remaining, inv.currency).format()
+    except KollrefundError:
+        shown = str(remaining)
+    commit.add(lambda: commit.store.set_invoice_netsuite_view(inv.id, status=status, amount_remaining=shown))
+    expected = "Paid In Full" if inv.balance.minor == 0 else "Open"
+    if remaining != inv.balance.to_decimal() or status != expected:
+        report.drift.append({
+            "invoice": inv.id, "netsuite_status": status, "netsuite_amount_remaining": shown,
+            "local_status": inv.status.value, "local_balance": inv.balance.format(),
+        })

@@ -60,6 +60,7 @@ class TbaVerifier:
         # server. Five minutes is the common choice.
         self.max_skew = max_skew_seconds
         self._nonces: dict[tuple[str, str, str], int] = {}
+        self._purged_at = 0
         self._lock = threading.Lock()
 
     def verify(self, method: str, url: str, query: str, authorization: str) -> None:
@@ -110,9 +111,11 @@ class TbaVerifier:
         # [S] each nonce/timestamp must be unique per request (ref §1, section_1509544929).
         with self._lock:
             now = int(time.time())
-            for seen_key, seen_at in list(self._nonces.items()):
-                if now - seen_at > 2 * self.max_skew:
-                    del self._nonces[seen_key]
+            if now != self._purged_at:  # at most once a second, not a scan per request
+                self._purged_at = now
+                for seen_key, seen_at in list(self._nonces.items()):
+                    if now - seen_at > 2 * self.max_skew:
+                        del self._nonces[seen_key]
             nonce_key = (key, str(stamp), nonce)
             if nonce_key in self._nonces:
                 raise invalid_login("nonce already used")

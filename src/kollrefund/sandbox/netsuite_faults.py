@@ -51,6 +51,13 @@ class SandboxStats:
     throttled: int = 0  # 429s sent for the concurrency limit (not injected ones)
     max_in_flight: int = 0
     total: int = 0
+    first_at: float | None = None  # time.monotonic() of the first request (in the sandbox's process)
+    last_at: float | None = None  # ... and of the last answer, so a benchmark can time the busy window
+
+    @property
+    def busy_seconds(self) -> float:
+        """From the first request's arrival to the last answer: the client's sync phase."""
+        return 0.0 if self.first_at is None or self.last_at is None else self.last_at - self.first_at
 
     def count(self, method: str, path_regex: str = "") -> int:
         return sum(
@@ -64,4 +71,5 @@ class SandboxStats:
             "throttled": self.throttled,
             "max_in_flight": self.max_in_flight,
             "total": self.total,
+            "busy_seconds": self.busy_seconds,
         }

@@ -179,7 +179,8 @@ class NetSuiteSandbox:
     def stats(self) -> SandboxStats:
         with self._lock:
             s = self._stats
-            return SandboxStats(dict(s.requests), dict(s.by_method), s.throttled, s.max_in_flight, s.total)
+            return SandboxStats(dict(s.requests), dict(s.by_method), s.throttled, s.max_in_flight, s.total,
+                                s.first_at, s.last_at)
 
     def reset_stats(self) -> None:
         with self._lock:
@@ -193,6 +194,9 @@ class NetSuiteSandbox:
             s.requests[key] = s.requests.get(key, 0) + 1
             s.by_method[method] = s.by_method.get(method, 0) + 1
             s.total += 1
+            now = time.monotonic()
+            s.first_at = now if s.first_at is None else s.first_at
+            s.last_at = now
             # [S] concurrency is per account; the request over the limit is rejected at
             # once (ref §4, Oracle section_1525253248: "the 16th concurrent request").
             if self._in_flight >= self.concurrency_limit:
@@ -205,14 +209,25 @@ class NetSuiteSandbox:
     def _leave(self) -> None:
         with self._lock:
             self._in_flight -= 1
+            self._stats.last_at = time.monotonic()
 
 
 class _Handler(BaseHTTPRequestHandler):
     sandbox: NetSuiteSandbox
+    _arrived: float = 0.0
     protocol_version = "HTTP/1.1"  # keep-alive, as NetSuite's front end does
+    # Headers and body go out in two writes; with Nagle on, the body waits for the client's
+    # delayed ACK (~40 ms on Linux) -- a stall real NetSuite doesn't have, which would add
+    # to every answer with a body and swamp the configured latency.
+    disable_nagle_algorithm = True
+    wbufsize = 1 << 16  # ... and an answer leaves in one write (flushed after each request)
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
+
+    def parse_request(self) -> bool:
+        self._arrived = time.monotonic()  # the request line is in: the latency clock starts
+        return super().parse_request()
 
     def do_GET(self) -> None:
         self._dispatch()
@@ -256,9 +271,13 @@ class _Handler(BaseHTTPRequestHandler):
             if action == "error_429":
                 raise throttled()
             drop = action == "drop"
-            if sb.latency_ms:
-                time.sleep(sb.latency_ms / 1000)  # counted as in flight meanwhile
             response = self._handle(parts.path, parts.query, body)
+            if sb.latency_ms:
+                # NetSuite answers latency_ms after the request arrived: the sandbox's own
+                # parsing, auth and bookkeeping are part of that time, not added to it (on a
+                # small machine they would otherwise count against the client in `bench/`).
+                # The request stays in flight meanwhile; a write is already committed.
+                time.sleep(max(0.0, sb.latency_ms / 1000 - (time.monotonic() - self._arrived)))
         except NsError as err:
             response = error_response(err)
         except Exception as exc:  # a sandbox bug must still answer like NetSuite's 500
