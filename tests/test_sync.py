@@ -400,3 +400,38 @@ def test_invoice_edited_in_netsuite_shows_as_drift(cli: Any, ns_env: NetSuiteSan
     r = sync(cli)
     assert r.code == 0
     assert "drift: INV-1 is Open with 20.00 remaining in NetSuite" in r.out
+
+
+def test_refund_failed_in_stripe_before_sync_is_not_sent_and_everything_is_audited(
+    cli: Any, ns_env: NetSuiteSandbox, stripe_on: Any
+) -> None:
+    ids = add_invoices(cli, ns_env, ("INV-80", "120.00"))
+    pid = collect(cli, "INV-80")
+    assert sync(cli).code == 0
+    rf = refund(cli, pid)
+    re_id = status(cli, pid)["refunds"][0]["psp_reference"]
+    stripe_on.fail_refund(re_id)
+    assert cli("reconcile", "--fix", "--yes").code == 0  # the failure reverses the refund locally
+    assert status(cli, pid)["refunds"][0]["status"] == "failed"
+    r = sync(cli, "--json")
+    assert r.code == 0, r.err
+    assert rf not in by_eid(ns_env, "customerRefund")  # nothing to refund in NetSuite
+    assert ns_invoice(ns_env, ids["INV-80"]) == ("Paid In Full", Decimal("0"))
+    log = cli("log", "--json").json()["entries"]
+    synced = [(e["action"], e["subject_id"]) for e in log if e["action"].startswith("netsuite.")]
+    assert synced == [("netsuite.payment_synced", pid), ("netsuite.refund_synced", rf)]
+    [pay_row] = [e for e in log if e["action"] == "netsuite.payment_synced"]
+    assert pay_row["netsuite_ref"] == status(cli, pid)["payment"]["netsuite"]["id"]
+    assert pay_row["invoice_id"] == "INV-80"
+    assert pay_row["detail"]["requests"] == [f"PUT customerPayment/eid:{pid}"]
+    [rf_row] = [e for e in log if e["action"] == "netsuite.refund_synced"]
+    assert rf_row["detail"]["requests"] == []  # recorded, not sent
+
+
+def test_a_refused_record_is_audited_as_failed(cli: Any, ns_env: NetSuiteSandbox) -> None:
+    lines = "id,customer,currency,total,netsuite_id,customer_netsuite_id\nINV-81,Acme,usd,50.00,99999,4\n"
+    assert cli("import", str(cli.write("inv81.csv", lines))).code == 0
+    import_payments(cli, ("PAY-81", "INV-81", "50.00"))
+    assert sync(cli).code == 7
+    [row] = [e for e in cli("log", "--json").json()["entries"] if e["action"] == "netsuite.payment_failed"]
+    assert row["subject_id"] == "PAY-81" and "99999" in row["detail"]["error"]

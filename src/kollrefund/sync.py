@@ -34,7 +34,7 @@ from kollrefund.actions import Context
 from kollrefund.domain import Invoice, Payment, Refund
 from kollrefund.errors import ConfigError, KollrefundError, ProviderRejected, RefusedError
 from kollrefund.money import Money
-from kollrefund.store import OutboxRow, Store
+from kollrefund.store import AuditEntry, OutboxRow, Store
 
 SYNC_LOCK_WAIT_SECONDS = 120.0
 
@@ -245,8 +245,11 @@ def _refund_items(store: Store, ns: Any, inv: Invoice, p: Payment, rows: list[Ou
         if item.problem is not None:
             blocked = r.id
             continue
-        if r.status.counts:
-            applied = applied - r.amount
+        if not r.status.counts:
+            # failed or canceled in Stripe before NetSuite heard of it: nothing to refund there
+            item.summary += f" (not sent: {r.status.value} in Stripe)"
+            continue
+        applied = applied - r.amount
         sendable.append((item, r))
     ref = p.netsuite_id if patch else placeholder(p.id)
     for i, (item, r) in enumerate(sendable):
@@ -324,13 +327,15 @@ def sync(ctx: Context, *, dry_run: bool, confirm: Callable[[int], None],
             from kollrefund.netsuite import NetSuiteClient
 
             with NetSuiteClient(config) as client:
-                _drain(store, settings, client, report, progress)
+                _drain(store, settings, client, report, progress, operator=ctx.operator)
         finally:
             lock.release()
         return report
 
 
-def _drain(store: Store, settings: Any, client: Any, report: SyncReport, progress: Progress | None) -> None:
+def _drain(
+    store: Store, settings: Any, client: Any, report: SyncReport, progress: Progress | None, *, operator: str
+) -> None:
     rows = store.outbox_rows()  # again, under the lock: another run may have pushed them
     total = len(rows)
     done = 0
@@ -345,7 +350,7 @@ def _drain(store: Store, settings: Any, client: Any, report: SyncReport, progres
             progress(item.summary, done, total)
 
     for item in unbuildable + [i for job in jobs for i in job.items if i.problem is not None]:
-        _record_problem(store, item, item.problem or "", failed=True, report=report)
+        _record_problem(store, item, item.problem or "", failed=True, report=report, operator=operator)
         tick(item)
 
     def run(job: InvoiceJob) -> tuple[list[tuple[SyncItem, list[str] | Exception, int]], Any]:
@@ -410,7 +415,7 @@ def _drain(store: Store, settings: Any, client: Any, report: SyncReport, progres
                 else:
                     failed = isinstance(result, ProviderRejected)
                     message = result.message if isinstance(result, KollrefundError) else type(result).__name__
-                    _record_problem(store, item, message, failed=failed, report=report)
+                    _record_problem(store, item, message, failed=failed, report=report, operator=operator)
             else:
                 _record_success(commit, item, result, report)
             tick(item)
@@ -418,7 +423,7 @@ def _drain(store: Store, settings: Any, client: Any, report: SyncReport, progres
             report.requests += 1
             _read_back(commit, jobs[index].invoice, read, report)
 
-    commit = _Committer(store)
+    commit = _Committer(store, operator=operator)
     try:
         client.run_all([lambda job=job: run(job) for job in jobs], on_done=on_done)
     finally:
@@ -436,8 +441,9 @@ class _Committer:
     fires after each batch.
     """
 
-    def __init__(self, store: Store, *, batch: int = 50, seconds: float = 0.25) -> None:
+    def __init__(self, store: Store, *, operator: str, batch: int = 50, seconds: float = 0.25) -> None:
         self.store = store
+        self.operator = operator
         self.batch = batch
         self.seconds = seconds
         self._writes: list[Callable[[], None]] = []
@@ -467,17 +473,33 @@ def _record_success(commit: _Committer, item: SyncItem, ids: Sequence[str], repo
     def write() -> None:
         store.set_sync(table, item.row.record_id, state="synced", netsuite_id=ids[-1] if ids else None)
         store.outbox_done(item.row.id)
+        store.audit(_audit_entry(item, commit.operator, "synced", netsuite_ref=ids[-1] if ids else None))
 
     commit.add(write)
     report.synced.append(item.row.record_id)
 
 
-def _record_problem(store: Store, item: SyncItem, message: str, *, failed: bool, report: SyncReport) -> None:
+def _audit_entry(item: SyncItem, operator: str, outcome: str, *, netsuite_ref: str | None = None,
+                 error: str | None = None) -> AuditEntry:
+    kind = item.row.kind
+    return AuditEntry(
+        action=f"netsuite.{kind}_{outcome}", operator=operator, subject_id=item.row.record_id,
+        invoice_id=item.invoice_id or None, payment_id=item.row.record_id if kind == "payment" else None,
+        refund_id=item.row.record_id if kind == "refund" else None, netsuite_ref=netsuite_ref,
+        detail={"requests": [f"{method} {path}" for method, path, _ in item.requests],
+                **({"error": error} if error else {})},
+    )
+
+
+def _record_problem(store: Store, item: SyncItem, message: str, *, failed: bool, report: SyncReport,
+                    operator: str) -> None:
     table = "payments" if item.row.kind == "payment" else "refunds" if item.row.kind == "refund" else None
     with store.transaction():
         if table:
             store.set_sync(table, item.row.record_id, state="failed" if failed else "pending", error=message)
         store.outbox_problem(item.row.id, failed=failed, error=message)
+        if failed:  # a record NetSuite (or our own check) refused; pending ones are simply retried
+            store.audit(_audit_entry(item, operator, "failed", error=message))
     (report.failed if failed else report.pending)[item.row.record_id] = message
 
 
