@@ -84,7 +84,9 @@ CRASHES = [
     ("capture.intent_recorded", "same", 0),
     ("capture.stripe_answered", "resume", 0),
     ("capture.local_commit", "same", 4),  # already captured: refused, nothing changed
+    ("void.intent_recorded", "same", 0),  # Stripe never heard: canceled on the rerun
     ("void.stripe_answered", "same", 0),
+    ("void.local_commit", "same", 4),  # already canceled: refused, nothing changed
     ("collect.intent_recorded", "same", 0),
     ("collect.stripe_answered", "same", 0),
     ("collect.local_commit", "same", 4),  # 70.00 is more than the 50.00 still open
