@@ -69,3 +69,24 @@ def test_strict_tables_refuse_a_float_amount(tmp_path: Path) -> None:
             "INSERT INTO invoices (id, customer, currency, total_minor, balance_minor, status, created_at, "
             "updated_at) VALUES ('INV-1', 'A', 'usd', 1.5, 1.5, 'unpaid', 'x', 'x')"
         )
+
+
+def test_readers_know_every_migration_by_name() -> None:
+    from kollrefund.store import MIGRATIONS
+
+    assert tuple(m.name for m in migrations._migrations) == MIGRATIONS
+
+
+def test_reading_the_cache_does_not_import_sqlite_utils(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "c.db"
+    Store.open(path).close()
+    code = (
+        "import sys; from pathlib import Path; from kollrefund.store import Store; "
+        f"s = Store.open(Path({str(path)!r}), readonly=True); s.list_invoices(); "
+        "print('sqlite_utils' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
