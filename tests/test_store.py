@@ -90,3 +90,29 @@ def test_reading_the_cache_does_not_import_sqlite_utils(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_nested_transaction_rolls_back_alone(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "c.db") as store:
+        with store.transaction():
+            store.set_meta("outer", "1")
+            with pytest.raises(RuntimeError), store.transaction():
+                store.set_meta("inner", "1")
+                raise RuntimeError("inner fails")
+            store.set_meta("after", "1")
+        assert (store.get_meta("outer"), store.get_meta("inner"), store.get_meta("after")) == ("1", None, "1")
+
+
+def test_opening_a_current_cache_for_writing_does_not_import_sqlite_utils(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "c.db"
+    Store.open(path).close()
+    code = (
+        "import sys; from pathlib import Path; from kollrefund.store import Store; "
+        f"s = Store.open(Path({str(path)!r})); "
+        "s.transaction().__enter__(); print('sqlite_utils' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -33,9 +33,9 @@ from kollrefund.money import Money
 if TYPE_CHECKING:
     from sqlite_utils import Database
 
-# The migrations schema.py registers, in order (a test keeps the two in step). A reader
-# checks them with one query instead of importing sqlite-utils, which read-only
-# commands never need: it is a third of their start-up.
+# The migrations schema.py registers, in order (a test keeps the two in step). The
+# cache checks them with one query and imports sqlite-utils only to migrate: most
+# commands never need it, and it is a third of their start-up.
 MIGRATIONS = ("0001_core", "0002_meta")
 
 BUSY_TIMEOUT_MS = 15_000
@@ -110,10 +110,11 @@ class Store:
         self.path = path
         self.conn = conn
         self._db: Database | None = None
+        self._depth = 0
 
     @property
     def db(self) -> Database:
-        """sqlite-utils over the same connection, for migrations and nested transactions."""
+        """sqlite-utils over the same connection, for migrations."""
         if self._db is None:
             from sqlite_utils import Database
 
@@ -162,7 +163,8 @@ class Store:
             else:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = FULL")
-                store._migrate()
+                if store._pending_migrations():
+                    store._migrate()
             return store
         except sqlite3.DatabaseError as exc:
             raise _corrupt(path, exc) from None
@@ -183,10 +185,25 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[Store]:
-        """One write transaction, taken at once (BEGIN IMMEDIATE) so writers queue."""
+        """One write transaction, taken at once (BEGIN IMMEDIATE) so writers queue.
+
+        Nested, it is a savepoint: its own work rolls back alone.
+        """
         if self.conn.in_transaction:
-            with self.db.atomic():
+            name = f"kollrefund_{id(self)}_{self._depth}"
+            self._depth += 1
+            self.conn.execute(f"SAVEPOINT {name}")
+            try:
                 yield self
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
+                    self.conn.execute(f"RELEASE SAVEPOINT {name}")
+                raise
+            else:
+                self.conn.execute(f"RELEASE SAVEPOINT {name}")
+            finally:
+                self._depth -= 1
             return
         self.conn.execute("BEGIN IMMEDIATE")
         try:
