@@ -16,6 +16,9 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "kollrefund"
 _LITERAL = re.compile(r'faults\.point\("([a-z_.]+)"\)')
 _SYNC_METHOD = re.compile(r'faults\.point\(f"sync\.(before|after)_\{method\.lower\(\)\}"\)')
+# capture and void share one finisher: faults.point(f"{verb}.stripe_answered"), called with verb="capture"/"void"
+_VERB_POINT = re.compile(r'faults\.point\(f"\{verb\}\.([a-z_]+)"\)')
+_VERB = re.compile(r'verb="([a-z]+)"')
 SYNC_METHODS = ("put", "patch")  # the writes sync sends: PUT (upserts) and PATCH (apply lines)
 
 
@@ -28,6 +31,8 @@ def points_in_code() -> set[str]:
         found.update(_LITERAL.findall(text))
         for when in _SYNC_METHOD.findall(text):
             found.update(f"sync.{when}_{m}" for m in SYNC_METHODS)
+        for step in _VERB_POINT.findall(text):
+            found.update(f"{verb}.{step}" for verb in _VERB.findall(text))
     return found
 
 

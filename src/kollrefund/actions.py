@@ -159,13 +159,11 @@ def _invoice_diff(old: Invoice, row: InvoiceRow) -> list[str]:
 def _import_invoices(
     ctx: Context, path: Path, parsed: list[InvoiceRow], *, dry_run: bool, update: bool
 ) -> ImportResult:
-    from kollrefund.importer import RowErrors, chunks
+    from kollrefund.importer import RowErrors
 
     with ctx.open_store(readonly=dry_run) as store:
         errors = RowErrors(path)
-        existing: dict[str, Invoice] = {}
-        for chunk in chunks([r.id for r in parsed], 500):
-            existing.update(store.invoices_by_id(chunk))
+        existing = store.invoices_by_id(r.id for r in parsed)
         changed: list[tuple[InvoiceRow, Invoice]] = []
         changes: list[str] = []
         new_rows: list[tuple[Any, ...]] = []

@@ -375,10 +375,19 @@ def sandbox_cmd() -> None:
 
     from kollrefund import demo
 
-    def wait_forever() -> None:
-        threading.Event().wait()
+    def wait_for_ctrl_c() -> None:
+        # Ctrl-C (or a TERM from a supervisor) is how the operator says "stop them"; set the
+        # handlers explicitly, since a shell starting us in the background ignores SIGINT.
+        import signal
 
-    demo.run_sandbox(wait_forever)
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        while not stop.wait(0.5):
+            pass
+
+    demo.run_sandbox(wait_for_ctrl_c)
+    render.console(stderr=True).print("Stopped the local Stripe and NetSuite.", markup=False)
 
 
 @app.command("reconcile")

@@ -9,17 +9,14 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from kollrefund.errors import KollrefundError, UsageError
 from kollrefund.money import Money, normalize_currency
-
-T = TypeVar("T")
 
 INVOICE_REQUIRED = ("id", "customer", "currency", "total")
 INVOICE_OPTIONAL = ("netsuite_id", "customer_netsuite_id", "stripe_customer", "issued_on", "due_on")
@@ -283,8 +280,3 @@ def parse_payments(path: Path, rows: list[tuple[str, dict[str, Any]]]) -> list[P
             errors.add(where, _reason(exc))
     errors.raise_if_any()
     return out
-
-
-def chunks(items: list[T], size: int = 500) -> Iterator[list[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

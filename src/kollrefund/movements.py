@@ -322,65 +322,67 @@ def _refund_failed(ctx: Context, store: Store, intent: Intent, exc: ProviderReje
 
 
 def _finish_capture(ctx: Context, store: Store, gw: StripeGateway, intent: Intent) -> str:
-    p = store.get_payment(intent.payment_id)
-    assert p.psp_reference is not None and intent.amount_minor is not None
-    sp = gw.payment(p.psp_reference)
-    how = "found done in Stripe"
-    if sp.status == "requires_capture":
-        try:
-            sp = gw.capture(p.psp_reference, Money(intent.amount_minor, p.currency),
-                            idempotency_key=intent.idempotency_key)
-        except ProviderRejected as exc:
-            _close_failed(store, intent, exc)
-            raise
-        how = "sent again with the same idempotency key"
-    faults.point("capture.stripe_answered")
-    with store.transaction():
-        p = store.get_payment(intent.payment_id)
-        if sp.status == "succeeded" and p.status is PaymentStatus.AUTHORIZED:
-            before, after = _save(store, d.capture(p, sp.captured, at=now()))
-            store.enqueue("payment", p.id)
-            store.close_intent(intent.id, "done")
-            store.audit(AuditEntry(
-                action="payment.captured", operator=intent.operator, subject_id=p.id, invoice_id=p.invoice_id,
-                payment_id=p.id, amount=sp.captured, balance_before=before.balance, balance_after=after.balance,
-                reason=intent.reason, stripe_ref=sp.id,
-            ))
-        else:
-            store.close_intent(intent.id, "failed")
-            stripe_truth.absorb(store, operator=intent.operator, payment=p, sp=sp, why="capture finished elsewhere")
-    faults.point("capture.local_commit")
-    return f"{p.id}: unfinished capture {how}: Stripe status {sp.status}"
+    assert intent.amount_minor is not None
+    amount_minor = intent.amount_minor
+
+    def send(pi_id: str, currency: str) -> StripePayment:
+        return gw.capture(pi_id, Money(amount_minor, currency), idempotency_key=intent.idempotency_key)
+
+    def record(p: Payment, sp: StripePayment) -> tuple[Payment, Money]:
+        return d.capture(p, sp.captured, at=now()), sp.captured
+
+    return _finish_authorization(store, gw, intent, verb="capture", send=send, done="succeeded",
+                                 record=record, action="payment.captured")
 
 
 def _finish_void(ctx: Context, store: Store, gw: StripeGateway, intent: Intent) -> str:
+    def send(pi_id: str, _currency: str) -> StripePayment:
+        return gw.cancel(pi_id, idempotency_key=intent.idempotency_key)
+
+    def record(p: Payment, _sp: StripePayment) -> tuple[Payment, Money]:
+        return d.void(p, at=now()), p.amount
+
+    return _finish_authorization(store, gw, intent, verb="void", send=send, done="canceled",
+                                 record=record, action="payment.voided")
+
+
+def _finish_authorization(
+    store: Store, gw: StripeGateway, intent: Intent, *, verb: str,
+    send: Callable[[str, str], StripePayment], done: str,
+    record: Callable[[Payment, StripePayment], tuple[Payment, Money]], action: str,
+) -> str:
+    """Finish a capture or a void of an authorization: ask Stripe first, send (same key) only if
+    the PaymentIntent still awaits capture, then record the answer in one transaction."""
     p = store.get_payment(intent.payment_id)
     assert p.psp_reference is not None
     sp = gw.payment(p.psp_reference)
     how = "found done in Stripe"
     if sp.status == "requires_capture":
         try:
-            sp = gw.cancel(p.psp_reference, idempotency_key=intent.idempotency_key)
+            sp = send(p.psp_reference, p.currency)
         except ProviderRejected as exc:
             _close_failed(store, intent, exc)
             raise
         how = "sent again with the same idempotency key"
-    faults.point("void.stripe_answered")
+    faults.point(f"{verb}.stripe_answered")
     with store.transaction():
         p = store.get_payment(intent.payment_id)
-        if sp.status == "canceled" and p.status is PaymentStatus.AUTHORIZED:
-            before, after = _save(store, d.void(p, at=now()))
+        if sp.status == done and p.status is PaymentStatus.AUTHORIZED:
+            moved, amount = record(p, sp)
+            before, after = _save(store, moved)
+            if moved.captured.minor > p.captured.minor:
+                store.enqueue("payment", p.id)
             store.close_intent(intent.id, "done")
             store.audit(AuditEntry(
-                action="payment.voided", operator=intent.operator, subject_id=p.id, invoice_id=p.invoice_id,
-                payment_id=p.id, amount=p.amount, balance_before=before.balance, balance_after=after.balance,
+                action=action, operator=intent.operator, subject_id=p.id, invoice_id=p.invoice_id,
+                payment_id=p.id, amount=amount, balance_before=before.balance, balance_after=after.balance,
                 reason=intent.reason, stripe_ref=sp.id,
             ))
         else:
             store.close_intent(intent.id, "failed")
-            stripe_truth.absorb(store, operator=intent.operator, payment=p, sp=sp, why="void finished elsewhere")
-    faults.point("void.local_commit")
-    return f"{p.id}: unfinished void {how}: Stripe status {sp.status}"
+            stripe_truth.absorb(store, operator=intent.operator, payment=p, sp=sp, why=f"{verb} finished elsewhere")
+    faults.point(f"{verb}.local_commit")
+    return f"{p.id}: unfinished {verb} {how}: Stripe status {sp.status}"
 
 
 def _finish_collect(ctx: Context, store: Store, gw: StripeGateway, intent: Intent) -> str:

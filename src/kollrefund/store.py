@@ -266,16 +266,16 @@ class Store:
         row = self.conn.execute(f"SELECT {self._INVOICE_COLS} FROM invoices WHERE id = ?", (invoice_id,)).fetchone()
         return None if row is None else self._invoice(row)
 
+    def _rows_in(self, select: str, column: str, values: Iterable[str]) -> Iterator[Sequence[Any]]:
+        """``select … WHERE column IN (values)``, 500 values a query (SQLite's variable limit)."""
+        items = list(values)
+        for start in range(0, len(items), 500):
+            chunk = items[start : start + 500]
+            yield from self.conn.execute(f"{select} WHERE {column} IN ({','.join('?' * len(chunk))})", chunk)
+
     def invoices_by_id(self, ids: Iterable[str]) -> dict[str, Invoice]:
-        out: dict[str, Invoice] = {}
-        id_list = list(ids)
-        for start in range(0, len(id_list), 500):
-            chunk = id_list[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for row in self.conn.execute(f"SELECT {self._INVOICE_COLS} FROM invoices WHERE id IN ({marks})", chunk):
-                inv = self._invoice(row)
-                out[inv.id] = inv
-        return out
+        invoices = (self._invoice(r) for r in self._rows_in(f"SELECT {self._INVOICE_COLS} FROM invoices", "id", ids))
+        return {inv.id: inv for inv in invoices}
 
     def list_invoices(self, *, status: str | None = None, limit: int | None = None) -> list[Invoice]:
         sql = f"SELECT {self._INVOICE_COLS} FROM invoices"
@@ -381,15 +381,9 @@ class Store:
 
     def payments_for_invoices(self, invoice_ids: Iterable[str]) -> dict[str, list[Payment]]:
         out: dict[str, list[Payment]] = {}
-        ids = list(invoice_ids)
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for r in self.conn.execute(
-                f"SELECT {self._PAYMENT_COLS} FROM payments WHERE invoice_id IN ({marks})", chunk
-            ):
-                p = self._payment(r)
-                out.setdefault(p.invoice_id, []).append(p)
+        for r in self._rows_in(f"SELECT {self._PAYMENT_COLS} FROM payments", "invoice_id", invoice_ids):
+            p = self._payment(r)
+            out.setdefault(p.invoice_id, []).append(p)
         return out
 
     def list_payments(self, *, status: str | None = None, limit: int | None = None) -> list[Payment]:
@@ -405,13 +399,7 @@ class Store:
         return [self._payment(r) for r in self.conn.execute(sql, args)]
 
     def payment_ids(self, ids: Iterable[str]) -> set[str]:
-        found: set[str] = set()
-        id_list = list(ids)
-        for start in range(0, len(id_list), 500):
-            chunk = id_list[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            found.update(r[0] for r in self.conn.execute(f"SELECT id FROM payments WHERE id IN ({marks})", chunk))
-        return found
+        return {r[0] for r in self._rows_in("SELECT id FROM payments", "id", ids)}
 
     def insert_payment(self, p: Payment, *, ns_sync: str = "pending", capture_before: str | None = None) -> None:
         ts = iso(now())
