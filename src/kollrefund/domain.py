@@ -58,6 +58,11 @@ def iso(at: datetime) -> str:
     return at.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def from_iso(text: str) -> datetime:
+    """The inverse of :func:`iso`."""
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
 @dataclass(frozen=True, slots=True)
 class Invoice:
     id: str

@@ -27,7 +27,6 @@ import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
 
 from filelock import FileLock, Timeout
@@ -35,7 +34,7 @@ from filelock import FileLock, Timeout
 from kollrefund import domain as d
 from kollrefund import faults, stripe_truth
 from kollrefund.actions import Context, invoice_view, payment_view
-from kollrefund.domain import Payment, PaymentStatus, RefundStatus
+from kollrefund.domain import Payment, PaymentStatus, RefundStatus, from_iso
 from kollrefund.errors import ConfigError, ProviderRejected, RefusedError, UsageError
 from kollrefund.money import Money, check_stripe_amount, parse_positive
 from kollrefund.store import AuditEntry, Intent, Store, now
@@ -129,10 +128,6 @@ def _key(kind: str, subject: str) -> str:
     # Unique per intent (a rebuilt cache reusing RF-7 must never replay the old RF-7),
     # and stored before the call, so every resend of this intent uses the same key.
     return f"kollrefund-{kind}-{subject}-{secrets.token_hex(8)}"
-
-
-def _at(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
 def _settled(store: Store, payment: Payment) -> tuple[d.Invoice, d.Invoice]:
@@ -289,7 +284,7 @@ def _refund_answered(ctx: Context, store: Store, intent: Intent, sr: StripeRefun
         # SPEC: after a refund, the payment's updated_at is the refund's own Stripe time
         p_after = replace(p, updated_at=sr.created_at)
         if not status.counts:
-            p_after = d.reverse_refund(p_after, local.amount, at=_at(sr.created_at))
+            p_after = d.reverse_refund(p_after, local.amount, at=from_iso(sr.created_at))
         before, after = _save(store, p_after)
         store.save_refund(replace(local, status=status, psp_reference=sr.id, created_at=sr.created_at,
                                   failure_reason=sr.failure_reason))
@@ -388,7 +383,7 @@ def _finish_authorization(
 def _finish_collect(ctx: Context, store: Store, gw: StripeGateway, intent: Intent) -> str:
     p = store.get_payment(intent.payment_id)
     invoice = store.get_invoice(p.invoice_id)
-    created = int(_at(intent.created_at).timestamp()) - 300
+    created = int(from_iso(intent.created_at).timestamp()) - 300
     sp = gw.find_payment_by_metadata(payment_id=p.id, customer=invoice.stripe_customer, created_after=created)
     how = "found in Stripe by its metadata"
     if sp is None:
@@ -413,7 +408,7 @@ def _collect_metadata(p: Payment) -> dict[str, str]:
 def _collect_answered(store: Store, intent: Intent, sp: StripePayment) -> None:
     with store.transaction():
         p = store.get_payment(intent.payment_id)
-        at = _at(sp.created_at)
+        at = from_iso(sp.created_at)
         if sp.status == "requires_capture":
             p = d.authorize(p, psp_reference=sp.id, at=at)
             store.set_capture_before(p.id, sp.capture_before)

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
 from kollrefund.actions import Context
-from kollrefund.domain import Invoice, Payment, iso, new_invoice, settle_invoice
+from kollrefund.domain import Invoice, Payment, from_iso, iso, new_invoice, settle_invoice
 from kollrefund.errors import KollrefundError, UsageError
 from kollrefund.money import Money, normalize_currency
 from kollrefund.store import AuditEntry, now
@@ -192,10 +192,10 @@ def expiring(ctx: Context, *, days: int) -> list[Expiring]:
     with ctx.open_store(readonly=True) as store:
         for p, capture_before, created_at in store.authorized_payments():
             if capture_before:
-                deadline = datetime.strptime(capture_before, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+                deadline = from_iso(capture_before)
                 source = "stripe"
             else:
-                made = datetime.strptime(created_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+                made = from_iso(created_at)
                 deadline = made + timedelta(days=DEFAULT_AUTHORIZATION_DAYS)
                 source = "card network window"
             if deadline <= horizon:

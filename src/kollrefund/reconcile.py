@@ -30,7 +30,7 @@ from typing import Any
 
 from kollrefund import stripe_truth
 from kollrefund.actions import Context, parse_since
-from kollrefund.domain import Payment, PaymentStatus, iso
+from kollrefund.domain import Payment, PaymentStatus, from_iso, iso
 from kollrefund.errors import KollrefundError
 from kollrefund.movements import gateway, money_lock
 from kollrefund.store import Store, now
@@ -94,14 +94,10 @@ def _refund_drift(store: Store, p: Payment, sp: Any) -> list[Drift]:
     return out
 
 
-def _at(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-
-
 def _candidates(store: Store, gw: Any, since: str | None) -> tuple[list[Payment], int]:
     started = now()
     cursor = store.get_meta(CURSOR_KEY)
-    start = since or (iso(_at(cursor) - CURSOR_OVERLAP) if cursor else None)
+    start = since or (iso(from_iso(cursor) - CURSOR_OVERLAP) if cursor else None)
     chosen: dict[str, Payment] = {p.id: p for p in store.stripe_payments(updated_since=start)}
     open_refunds = store.payments_with_open_refunds()
     left_over = set(json.loads(store.get_meta(UNRESOLVED_KEY) or "[]"))
@@ -115,7 +111,7 @@ def _candidates(store: Store, gw: Any, since: str | None) -> tuple[list[Payment]
                 r.status.counts and r.created_at >= watch_from for r in store.refunds_for_payment(p.id)))
         ):
             chosen.setdefault(p.id, p)
-    created_gte = int(_at(start).timestamp()) if start else 0
+    created_gte = int(from_iso(start).timestamp()) if start else 0
     for pi_id, _refund in gw.refunds_since(created_gte):
         found = store.find_payment_by_reference(pi_id) if pi_id else None
         if found is not None:

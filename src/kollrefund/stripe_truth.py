@@ -9,16 +9,11 @@ often this runs, one Stripe refund is one local refund.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
 
 from kollrefund import domain as d
-from kollrefund.domain import Payment, PaymentStatus, RefundStatus
+from kollrefund.domain import Payment, PaymentStatus, RefundStatus, from_iso
 from kollrefund.store import AuditEntry, Store
 from kollrefund.stripe_gateway import StripePayment, StripeRefund
-
-
-def _at(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
 def refund_status(stripe_status: str) -> RefundStatus:
@@ -49,11 +44,11 @@ def absorb(store: Store, *, operator: str, payment: Payment, sp: StripePayment, 
     invoice = store.get_invoice(p.invoice_id)
     balance_before = invoice.balance
     if p.status is PaymentStatus.AUTHORIZED and sp.status == "succeeded":
-        p = d.capture(p, sp.captured, at=_at(sp.created_at))
+        p = d.capture(p, sp.captured, at=from_iso(sp.created_at))
         changes.append(f"{p.id} was captured in Stripe: {sp.captured.display()}")
         store.enqueue("payment", p.id)
     elif p.status is PaymentStatus.AUTHORIZED and sp.status == "canceled":
-        p = d.void(p, at=_at(sp.created_at))
+        p = d.void(p, at=from_iso(sp.created_at))
         changes.append(f"{p.id} was canceled in Stripe")
     known = {r.psp_reference: r for r in store.refunds_for_payment(p.id) if r.psp_reference}
     by_local = {r.id: r for r in store.refunds_for_payment(p.id)}
@@ -66,10 +61,10 @@ def absorb(store: Store, *, operator: str, payment: Payment, sp: StripePayment, 
         if local.status is new_status and local.psp_reference == sr.id:
             continue
         if local.status.counts and not new_status.counts:
-            p = d.reverse_refund(p, local.amount, at=_at(sr.created_at))
+            p = d.reverse_refund(p, local.amount, at=from_iso(sr.created_at))
             changes.append(f"{local.id} ({sr.id}) {new_status.value} in Stripe; {local.amount.display()} is owed again")
         elif not local.status.counts and new_status.counts:
-            p = d.refund(p, local.amount, at=_at(sr.created_at))
+            p = d.refund(p, local.amount, at=from_iso(sr.created_at))
             changes.append(f"{local.id} ({sr.id}) is {new_status.value} in Stripe")
         else:
             changes.append(f"{local.id} ({sr.id}) is {new_status.value} in Stripe")
@@ -100,7 +95,7 @@ def _record_outside_refund(
         psp_reference=sr.id, created_at=sr.created_at, failure_reason=sr.failure_reason,
     ))
     if status.counts:
-        p = d.refund(p, sr.amount, at=_at(sr.created_at))
+        p = d.refund(p, sr.amount, at=from_iso(sr.created_at))
         store.enqueue("refund", refund_id, depends_on=store.last_outbox_id(p.id))
     changes.append(f"{sr.id} ({sr.amount.display()}, {sr.status}) was made outside kollrefund; recorded as {refund_id}")
     store.audit(AuditEntry(
