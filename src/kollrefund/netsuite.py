@@ -7,7 +7,6 @@ Only requests is imported here; PyJWT and cryptography load when M2M is first us
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -24,6 +23,7 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
+from kollrefund import exact_json
 from kollrefund.errors import ConfigError, ProviderRejected, ProviderUnavailable, UsageError
 
 T = TypeVar("T")
@@ -281,7 +281,7 @@ class NetSuiteClient:
             params={"expandSubResources": "true"} if expand else None,
             idempotent=True,
         )
-        return cast(dict[str, Any], resp.json())
+        return cast(dict[str, Any], exact_json.loads(resp.content))
 
     def suiteql(self, query: str, *, page_size: int = 1000) -> Iterator[dict[str, Any]]:
         """Rows with lowercase keys, page by page until hasMore is false (ref §5).
@@ -299,7 +299,7 @@ class NetSuiteClient:
                 headers={"Prefer": "transient"},
                 idempotent=True,  # a read: safe to repeat
             )
-            page = resp.json()
+            page = exact_json.loads(resp.content)
             items = page.get("items") or []
             for item in items:
                 yield {k: v for k, v in item.items() if k != "links"}
@@ -494,12 +494,7 @@ def _check_config(cfg: NetSuiteConfig) -> None:
 
 
 def _dumps(body: dict[str, Any]) -> bytes:
-    def default(o: object) -> Any:
-        if isinstance(o, Decimal):
-            return float(o) if o != o.to_integral_value() else int(o)
-        raise TypeError(f"cannot send {type(o).__name__} to NetSuite")
-
-    return json.dumps(body, default=default).encode()
+    return exact_json.dumps(body).encode()  # amounts as exact JSON numbers, never via float
 
 
 def _id_from_location(location: str | None) -> str | None:

@@ -153,7 +153,9 @@ def status_json(view: InvoiceView | PaymentView) -> dict[str, Any]:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    from kollrefund import exact_json
+
+    sys.stdout.write(exact_json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 # -- tables ------------------------------------------------------------------------

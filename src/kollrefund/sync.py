@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -127,8 +128,9 @@ def _ref(value: str) -> dict[str, str]:
     return {"id": value}
 
 
-def _major(m: Money) -> str:
-    return m.format()
+def _major(m: Money) -> Decimal:
+    """An amount for NetSuite: a JSON number in major units, exact (``Decimal``, never float)."""
+    return m.to_decimal()
 
 
 def placeholder(payment_id: str) -> str:

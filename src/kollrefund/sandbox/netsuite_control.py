@@ -19,6 +19,7 @@ import json
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from kollrefund import exact_json
 from kollrefund.sandbox.netsuite_store import NsError
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ Response = tuple[int, dict[str, str], bytes]
 
 
 def _ok(body: Any, status: int = 200) -> Response:
-    return status, {"Content-Type": "application/json"}, json.dumps(body).encode()
+    return status, {"Content-Type": "application/json"}, exact_json.dumps(body).encode()
 
 
 def control(sb: NetSuiteSandbox, method: str, path: str, raw: bytes) -> Response:

@@ -6,6 +6,7 @@ import json
 from decimal import Decimal
 from typing import Any
 
+from kollrefund import exact_json
 from kollrefund.sandbox.netsuite_store import NsError
 
 # [S] type URIs of NetSuite's error bodies follow RFC 2616 sections (ref §1, §3).
@@ -29,7 +30,7 @@ Response = tuple[int, dict[str, str], bytes]
 
 
 def json_response(status: int, body: Any, kind: str = "singular", headers: dict[str, str] | None = None) -> Response:
-    data = json.dumps(body).encode()
+    data = exact_json.dumps(body).encode()
     h = {"Content-Type": f"application/vnd.oracle.resource+json; type={kind}"}
     return status, {**h, **(headers or {})}, data
 

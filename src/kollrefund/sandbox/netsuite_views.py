@@ -24,15 +24,10 @@ from kollrefund.sandbox.netsuite_store import (
 RECORD_PATH = "/services/rest/record/v1"
 
 
-def num(value: Decimal) -> float | int:
-    """JSON numbers out, as NetSuite sends them (ref §5 [I]: both forms seen; we send numbers).
-
-    A float keeps every amount with up to 15 significant digits exactly as text, so a
-    client parsing with Decimal(str(v)) gets the amount back unchanged.
-    """
-    if value == value.to_integral_value():
-        return int(value)
-    return float(value)
+def num(value: Decimal) -> Decimal:
+    """Amounts go out as JSON numbers, as NetSuite sends them (ref §5 [I]: both forms seen);
+    the sandbox writes them with ``exact_json``, so never through a float."""
+    return value
 
 
 def ref(rid: str, name: str, href: str | None = None) -> dict[str, Any]:
