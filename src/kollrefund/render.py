@@ -64,7 +64,10 @@ def _table(*columns: str, title: str | None = None) -> Table:
     )
     for col in columns:
         numeric = col in {"Total", "Balance", "Amount", "Captured", "Refunded"}
-        table.add_column(col, justify="right" if numeric else "left", no_wrap=True)
+        # Piped output never wraps (one record, one line, for grep); on a narrow terminal a
+        # cell folds onto a second line rather than lose characters to an ellipsis: a
+        # truncated PSP reference or amount is worse than a taller table.
+        table.add_column(col, justify="right" if numeric else "left", no_wrap=plain, overflow="fold")
     return table
 
 
@@ -226,16 +229,48 @@ def invoice_summary(inv: Invoice, sync: SyncState | None) -> Table:
     return table
 
 
+# Below this many columns a payment reads better as a card (field: value) than as a
+# row of a ten-column table folded into slivers.
+_WIDE_ENOUGH_FOR_PAYMENT_ROWS = 124
+
+
+def payment_cards(views: Sequence[PaymentView], *, title: str) -> Table:
+    """The payments table turned on its side: one block of field/value lines per payment."""
+    outer = Table.grid(padding=(0, 0, 1, 0))
+    outer.add_row(Text(title, style="italic"))
+    for pv in views:
+        p = pv.payment
+        card = Table.grid(padding=(0, 2))
+        card.add_column(style="bold", no_wrap=True)
+        card.add_column(overflow="fold")
+        for label, value in (
+            ("Payment", _cell(p.id)), ("Invoice", _cell(p.invoice_id)), ("PSP", _cell(p.psp.capitalize())),
+            ("PSP reference", _cell(p.psp_reference or "—")), ("Status", _status(p.status.value)),
+            ("Amount", _cell(p.amount.display())), ("Captured", _cell(p.captured.format())),
+            ("Refunded", _cell(p.refunded.format())), ("Updated (UTC)", _cell(p.updated_at)),
+            ("NetSuite", _sync_cell(pv.sync)),
+        ):
+            card.add_row(label, value)
+        outer.add_row(card)
+    return outer
+
+
+def payments_output(out: Console, views: Sequence[PaymentView], *, title: str) -> Table:
+    if plain_output() or out.width >= _WIDE_ENOUGH_FOR_PAYMENT_ROWS:
+        return payments_table(views, title=title)
+    return payment_cards(views, title=title)
+
+
 def print_status(view: InvoiceView | PaymentView) -> None:
     out = console()
     if isinstance(view, InvoiceView):
         out.print(invoice_summary(view.invoice, view.sync))
         if view.payments:
-            out.print(payments_table(view.payments, title="Payments applied"))
+            out.print(payments_output(out, view.payments, title="Payments applied"))
         else:
             out.print(Text("No payments applied."))
     else:
-        out.print(payments_table([view], title="Payment"))
+        out.print(payments_output(out, [view], title="Payment"))
         if view.refunds:
             out.print(refunds_table(view.refunds))
         else:
@@ -260,7 +295,8 @@ def print_invoices(invoices: Iterable[Invoice]) -> None:
 
 
 def print_payments(views: Sequence[PaymentView]) -> None:
-    console().print(payments_table(views) if views else Text("No payments."))
+    out = console()
+    out.print(payments_output(out, views, title="Payments") if views else Text("No payments."))
 
 
 def import_json(r: ImportResult) -> dict[str, Any]:
@@ -341,7 +377,7 @@ def print_movement(result: Any) -> None:
     else:
         out.print(Text(f"{done} {result.plan.amount.display()} on {pid}{extra}."))
     if result.payment is not None:
-        out.print(payments_table([result.payment], title="Payment"))
+        out.print(payments_output(out, [result.payment], title="Payment"))
         if result.payment.refunds:
             out.print(refunds_table(result.payment.refunds))
     if result.invoice is not None:
