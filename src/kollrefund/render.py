@@ -14,6 +14,7 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -229,13 +230,9 @@ def invoice_summary(inv: Invoice, sync: SyncState | None) -> Table:
     return table
 
 
-# Below this many columns a payment reads better as a card (field: value) than as a
-# row of a ten-column table folded into slivers.
-_WIDE_ENOUGH_FOR_PAYMENT_ROWS = 124
-
-
 def payment_cards(views: Sequence[PaymentView], *, title: str) -> Table:
-    """The payments table turned on its side: one block of field/value lines per payment."""
+    """The payments table turned on its side, for a terminal too narrow for its rows: one
+    block of field/value lines per payment, rather than ten columns folded into slivers."""
     outer = Table.grid(padding=(0, 0, 1, 0))
     outer.add_row(Text(title, style="italic"))
     for pv in views:
@@ -256,8 +253,11 @@ def payment_cards(views: Sequence[PaymentView], *, title: str) -> Table:
 
 
 def payments_output(out: Console, views: Sequence[PaymentView], *, title: str) -> Table:
-    if plain_output() or out.width >= _WIDE_ENOUGH_FOR_PAYMENT_ROWS:
-        return payments_table(views, title=title)
+    table = payments_table(views, title=title)
+    # how wide the rows want to be, unclamped (console.measure stops at the terminal's width)
+    wanted = Measurement.get(out, out.options.update_width(10_000), table).maximum
+    if plain_output() or wanted <= out.width:
+        return table
     return payment_cards(views, title=title)
 
 
