@@ -405,6 +405,8 @@ def test_declines_record_a_failed_payment(ready: Any, stripe_client: Any) -> Non
     assert [(p["id"], p["status"], p["captured"]) for p in view["payments"]] == [
         ("PAY-1", "failed", "0.00"), ("PAY-2", "failed", "0.00")]
     assert [p.status for p in stripe_pis(stripe_client)] == ["requires_payment_method"] * 2
+    # the local record points at the PaymentIntent Stripe kept for each declined charge
+    assert {p["psp_reference"] for p in view["payments"]} == {pi.id for pi in stripe_pis(stripe_client)}
     # a failed payment moves no more money; the invoice can still be paid with another card
     for args in (("refund", "PAY-1"), ("capture", "PAY-1"), ("void", "PAY-1")):
         assert cli(*args, "--yes").code == 4, args

@@ -78,11 +78,13 @@ class ProviderRejected(KollrefundError):
         code: str | None = None,
         request_id: str | None = None,
         http_status: int | None = None,
+        psp_reference: str | None = None,
     ) -> None:
         super().__init__(message, hint=hint)
         self.code = code
         self.request_id = request_id
         self.http_status = http_status
+        self.psp_reference = psp_reference  # e.g. the PaymentIntent a declined charge left behind
 
 
 class ProviderUnavailable(KollrefundError):

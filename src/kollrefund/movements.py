@@ -432,12 +432,13 @@ def _collect_answered(store: Store, intent: Intent, sp: StripePayment) -> None:
 
 def _collect_failed(store: Store, intent: Intent, exc: ProviderRejected) -> None:
     with store.transaction():
-        p = d.fail(store.get_payment(intent.payment_id), at=now())
+        p = store.get_payment(intent.payment_id)
+        p = d.fail(replace(p, psp_reference=exc.psp_reference or p.psp_reference), at=now())
         store.save_payment(p)
         store.close_intent(intent.id, "failed")
         store.audit(AuditEntry(
             action="payment.failed", operator=intent.operator, subject_id=p.id, invoice_id=p.invoice_id,
-            payment_id=p.id, amount=p.amount, reason=intent.reason,
+            payment_id=p.id, amount=p.amount, reason=intent.reason, stripe_ref=p.psp_reference,
             detail={"stripe_code": exc.code, "stripe_request": exc.request_id, "message": exc.message},
         ))
 

@@ -92,12 +92,14 @@ def _translate(exc: stripe.StripeError, doing: str) -> Exception:
     ref = f" (Stripe request {request_id})" if request_id else ""
     if isinstance(exc, stripe.CardError):
         decline = getattr(err, "decline_code", None) or code
+        pi = getattr(err, "payment_intent", None)  # Stripe keeps the declined PaymentIntent
         return ProviderRejected(
             f"Stripe declined {doing}: {message} [{decline}]{ref}.",
             hint="Ask the customer for another payment method.",
             code=decline,
             request_id=request_id,
             http_status=status,
+            psp_reference=pi if isinstance(pi, str) or pi is None else getattr(pi, "id", None),
         )
     if isinstance(exc, (stripe.AuthenticationError, stripe.PermissionError)):
         return ConfigError(
