@@ -53,3 +53,22 @@ def test_unknown_reference_or_wrong_amount_fails_the_whole_file(cli: Cli, stripe
 def test_invoices_import_needs_no_stripe(cli: Cli, stripe_env: Any, monkeypatch: Any) -> None:
     monkeypatch.setenv("KOLLREFUND_STRIPE__API_BASE", "http://127.0.0.1:9")  # nothing listens there
     assert cli("import", str(cli.write("inv.csv", INVOICES_CSV))).code == 0
+
+
+def test_stripe_unreachable_stops_the_import_with_exit_6(cli: Cli, stripe_env: Any, monkeypatch: Any) -> None:
+    assert cli("import", str(cli.write("inv.csv", INVOICES_CSV))).code == 0
+    before = cli.snapshot()
+    monkeypatch.setenv("KOLLREFUND_STRIPE__API_BASE", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("KOLLREFUND_STRIPE__MAX_NETWORK_RETRIES", "0")
+    r = cli("import", str(cli.write("p.csv", HEADER + "PAY-1,INV-9,120.00,usd,pi_anything\n")))
+    assert r.code == 6 and "safe to run" in r.err and "bad row" not in r.err
+    assert cli.snapshot() == before
+
+
+def test_a_refused_key_stops_the_import_with_exit_3(cli: Cli, stripe_env: Any, monkeypatch: Any) -> None:
+    assert cli("import", str(cli.write("inv.csv", INVOICES_CSV))).code == 0
+    before = cli.snapshot()
+    monkeypatch.setenv("KOLLREFUND_STRIPE__API_KEY", "sk_live_notarealkey123")  # the sandbox refuses live keys
+    r = cli("import", str(cli.write("p.csv", HEADER + "PAY-1,INV-9,120.00,usd,pi_anything\n")))
+    assert r.code == 3 and "sk_live_notarealkey123" not in r.err
+    assert cli.snapshot() == before

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from kollrefund.actions import PaymentVerifier, VerifiedPayment, VerifiedRefund
 from kollrefund.domain import PaymentStatus
-from kollrefund.errors import KollrefundError
+from kollrefund.errors import ProviderRejected
 from kollrefund.importer import PaymentRow, RowErrors
 from kollrefund.stripe_gateway import StripeGateway, StripePayment
 from kollrefund.stripe_truth import refund_status
@@ -41,9 +41,11 @@ def verifier(gw: StripeGateway) -> PaymentVerifier:
                 continue
             try:
                 sp = gw.find_payment(row.psp_reference)
-            except KollrefundError as exc:
-                errors.add(row.where, f"Stripe could not be asked about {row.psp_reference}: {exc.message}")
+            except ProviderRejected as exc:  # Stripe refused this reference (not a bad key, not an outage)
+                errors.add(row.where, f"Stripe refused {row.psp_reference}: {exc.message}")
                 continue
+            # an unreachable Stripe (exit 6) or a refused key (exit 3) stops the import whole:
+            # that is no fault of the file, and nothing has been written yet
             if sp is None:
                 errors.add(row.where, f"psp_reference {row.psp_reference} does not exist in Stripe")
                 continue
