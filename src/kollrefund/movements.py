@@ -456,6 +456,15 @@ def _close_failed(store: Store, intent: Intent, exc: ProviderRejected) -> None:
 # -- the commands ---------------------------------------------------------------------
 
 
+def _amount_wanted(text: str | None, currency: str) -> Money | None:
+    """An operator's ``--amount``: positive, exact, and in a step Stripe takes; None means "all"."""
+    if text is None:
+        return None
+    wanted = parse_positive(text, currency)
+    check_stripe_amount(wanted)
+    return wanted
+
+
 def refund(
     ctx: Context, payment_id: str, *, amount: str | None, reason: str | None, dry_run: bool, live: bool,
     confirm: Confirm, note: str | None = None,
@@ -466,9 +475,7 @@ def refund(
     gw = gateway(ctx, live=live)
     with ctx.open_store(readonly=dry_run) as store:
         p = store.get_payment(payment_id)
-        wanted = parse_positive(amount, p.currency) if amount is not None else None
-        if wanted is not None:
-            check_stripe_amount(wanted)
+        wanted = _amount_wanted(amount, p.currency)
         with money_lock(ctx, payment_id):
             finished = [] if dry_run else _resume(ctx, store, gw, payment_id)
             recovered = [text for _, text in finished]
@@ -489,7 +496,7 @@ def refund(
             with store.transaction():
                 refund_id = store.next_id("RF")
                 store.insert_refund(d.new_refund(id=refund_id, payment=p, amount=value, reason=reason, at=now()))
-                _save(store, d.refund(p, value, at=now()))
+                _save(store, after_p)  # the payment as the plan showed it
                 intent_id = store.add_intent(
                     kind="refund", payment_id=p.id, refund_id=refund_id, amount_minor=value.minor,
                     idempotency_key=_key("refund", refund_id), params={}, operator=ctx.operator, reason=note,
@@ -521,9 +528,7 @@ def capture(
     gw = gateway(ctx, live=live)
     with ctx.open_store(readonly=dry_run) as store:
         p = store.get_payment(payment_id)
-        wanted = parse_positive(amount, p.currency) if amount is not None else None
-        if wanted is not None:
-            check_stripe_amount(wanted)
+        wanted = _amount_wanted(amount, p.currency)
         with money_lock(ctx, payment_id):
             finished = [] if dry_run else _resume(ctx, store, gw, payment_id)
             recovered = [text for _, text in finished]
